@@ -1,0 +1,1 @@
+"""Attack registry (TextAttack-based); filled by the attacks work."""

@@ -1,0 +1,1 @@
+"""Published-results registry and static leaderboard; filled by the leaderboard work."""

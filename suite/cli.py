@@ -1,0 +1,148 @@
+"""``suite``: list registries, run profiles, pin attack sets."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+from suite.errors import SuiteError
+
+KINDS = ("defenses", "attacks", "datasets", "backbones", "profiles")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from defenses import DEFENSES
+    from suite.config import PROFILES, load_profile
+    from suite.data import DATASETS
+    from suite.models import BACKBONES
+
+    kinds = [args.kind] if args.kind else list(KINDS)
+    for kind in kinds:
+        print(f"{kind}:")
+        if kind == "defenses":
+            rows = [(n, (cls.__doc__ or "").strip().splitlines()[0]) for n, cls in DEFENSES.items()]
+        elif kind == "datasets":
+            rows = [(n, s.description) for n, s in DATASETS.items()]
+        elif kind == "backbones":
+            rows = [(n, s.description) for n, s in BACKBONES.items()]
+        elif kind == "profiles":
+            rows = [(n, load_profile(n).description) for n in PROFILES.names()]
+        else:
+            try:
+                from attacks import ATTACKS
+                rows = [(n, getattr(a, "description", "")) for n, a in ATTACKS.items()]
+            except ImportError:
+                rows = []
+            if not rows:
+                rows = [("(none yet)", "attack registry arrives with the attacks issue")]
+        width = max(len(r[0]) for r in rows)
+        for name, text in rows:
+            print(f"  {name.ljust(width)}  {text}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from suite.config import load_profile
+    from suite.runner import expand_jobs, run_job
+
+    if not (args.all or args.defense or args.dataset or args.backbone):
+        raise SuiteError("suite run: nothing selected; pass --all for the whole profile grid, or pick cells "
+                         "with --defense / --dataset / --backbone")
+    profile = load_profile(args.profile)
+    jobs = expand_jobs(profile, defenses=args.defense, datasets=args.dataset, backbones=args.backbone, seeds=args.seed)
+    if args.dry_run:
+        rows = [(j.defense, j.dataset, j.backbone, j.seed, j.train.epochs, j.train.batch_size, j.train.lr)
+                for j in jobs]
+        print(f"profile {profile.name} v{profile.version}: {len(jobs)} job(s)")
+        print(tabulate(rows, headers=["defense", "dataset", "backbone", "seed", "epochs", "batch", "lr"]))
+        return 0
+    from suite.tracking import Tracker
+
+    tracker = Tracker(args.tracking_uri, experiment=args.experiment or f"suite-{profile.name}")
+    results, failures = [], []
+    for i, job in enumerate(jobs, 1):
+        print(f"[{i}/{len(jobs)}] {job.label}", file=sys.stderr, flush=True)
+        try:
+            result = run_job(job, tracker, force=args.force)
+        except SuiteError as exc:  # keep going: finished jobs are already logged
+            failures.append((job.label, str(exc)))
+            print(f"suite: error: {job.label}: {exc}", file=sys.stderr)
+            continue
+        status = "already done (config hash match), skipped" if result.skipped else "done"
+        print(f"[{i}/{len(jobs)}] {job.label}: {status}; run {result.run_id}", file=sys.stderr, flush=True)
+        results.append(result)
+    rows = [(r.job.defense, r.job.dataset, r.job.backbone, r.job.seed, f"{r.metrics.get('clean_accuracy', float('nan')):.2f}",
+             f"{r.metrics.get('mean_epoch_time_s', float('nan')):.2f}", "skipped" if r.skipped else "ran", r.run_id)
+            for r in results]
+    print(tabulate(rows, headers=["defense", "dataset", "backbone", "seed", "Clean%", "s/epoch", "status", "mlflow run"]))
+    print(f"tracking store: {tracker.tracking_uri} (experiment {tracker.experiment})")
+    if failures:
+        print(f"{len(failures)} job(s) failed: " + "; ".join(f"{label}: {msg}" for label, msg in failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_pin(args: argparse.Namespace) -> int:
+    from suite.data import DATASETS
+    from suite.data.splits import load_test_split
+    from suite.protocol import ATTACK_SET_DIR, pin_attack_set
+
+    ATTACK_SET_DIR.mkdir(exist_ok=True)
+    for name in args.dataset or [n for n, s in DATASETS.items() if not s.static_eval_for]:
+        pinned = pin_attack_set(name, load_test_split(name), args.size, args.seed, check_committed=False)
+        (ATTACK_SET_DIR / f"{name}.json").write_text(json.dumps(pinned.to_dict(), indent=0) + "\n", encoding="utf-8")
+        print(f"{name}: {pinned.size} of {pinned.test_examples} test examples, sha256 {pinned.sha256}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="suite", description="Reproducibility benchmark for adversarial defenses of text classifiers")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log per-epoch metrics")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="list registered components")
+    p_list.add_argument("kind", nargs="?", choices=KINDS)
+    p_list.set_defaults(func=_cmd_list)
+
+    p_run = sub.add_parser("run", help="train (and evaluate) defenses under a profile")
+    p_run.add_argument("--profile", default="smoke", help="profile name or YAML path (default: smoke)")
+    p_run.add_argument("--defense", action="append", help="defense to run (repeatable; default: the profile's)")
+    p_run.add_argument("--dataset", action="append", help="dataset (repeatable)")
+    p_run.add_argument("--backbone", action="append", help="backbone (repeatable)")
+    p_run.add_argument("--seed", action="append", type=int, help="seed (repeatable; default: the profile's)")
+    p_run.add_argument("--all", action="store_true", help="run the profile's whole grid")
+    p_run.add_argument("--dry-run", action="store_true", help="print the expanded job grid and exit")
+    p_run.add_argument("--force", action="store_true", help="re-run jobs that already finished")
+    p_run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
+    p_run.add_argument("--experiment", help="MLflow experiment name (default: suite-<profile>)")
+    p_run.set_defaults(func=_cmd_run)
+
+    p_pin = sub.add_parser("pin-attack-sets", help="(re)write the committed attack-set pins")
+    p_pin.add_argument("--dataset", action="append")
+    p_pin.add_argument("--size", type=int, default=1000)
+    p_pin.add_argument("--seed", type=int, default=2024)
+    p_pin.set_defaults(func=_cmd_pin)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args.func(args) or 0)
+    except SuiteError as exc:
+        print(f"suite: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("suite: interrupted; finished jobs are in the tracking store", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

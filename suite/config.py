@@ -1,0 +1,180 @@
+"""Typed configuration: profiles (versioned YAML), training settings and jobs.
+
+A profile names the grid (datasets x backbones x defenses x seeds) and every setting a job
+needs; ``Job.resolved()`` is the fully resolved configuration that is logged to MLflow and
+hashed, so an identical finished job is found and skipped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from suite.data.splits import SplitOptions
+from suite.errors import SuiteError
+from suite.registry import Registry
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+C = TypeVar("C")
+
+
+def from_mapping(cls: type[C], data: Mapping[str, Any] | None, where: str) -> C:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys with a near-miss hint."""
+    data = dict(data or {})
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+            raise SuiteError(f"{where}: unknown setting '{key}'{hint}")
+    types = {f.name: f.type for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key, value in list(data.items()):
+        if isinstance(value, list) and "tuple" in str(types[key]):
+            data[key] = tuple(value)
+        if isinstance(value, str) and "float" in str(types[key]):
+            try:  # YAML reads 2e-5 as a string
+                data[key] = float(value)
+            except ValueError:
+                raise SuiteError(f"{where}: '{key}' must be a number, got {value!r}") from None
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one training run."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 2e-5
+    optimizer: str = "adamw"  # adamw | adam
+    weight_decay: float = 0.0
+    schedule: str = "linear"  # linear (warm-up then linear decay) | constant
+    warmup_ratio: float = 0.0
+    max_grad_norm: float | None = 1.0
+    max_length: int | None = None  # None: the backbone's default (FLAT Table 6 for word models)
+    select: str = "best_validation"  # best_validation | last
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("optimizer", ("adamw", "adam")), ("schedule", ("linear", "constant")),
+                             ("select", ("best_validation", "last")), ("device", ("auto", "cpu", "cuda"))):
+            if getattr(self, key) not in allowed:
+                raise SuiteError(f"training setting {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    split_seed: int = 2024
+    attack_set_seed: int = 2024
+    attack_set_size: int = 1000
+
+
+@dataclass(frozen=True)
+class Override:
+    """Settings applied to the jobs whose dataset / backbone / defense match."""
+
+    match: dict[str, str] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    defense: dict[str, Any] = field(default_factory=dict)
+
+    def applies(self, dataset: str, backbone: str, defense: str) -> bool:
+        here = {"dataset": dataset, "backbone": backbone, "defense": defense}
+        return all(here.get(k) == v for k, v in self.match.items())
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    version: int
+    description: str
+    seeds: tuple[int, ...]
+    protocol: ProtocolConfig
+    datasets: dict[str, dict[str, Any]]
+    backbones: dict[str, dict[str, Any]]
+    defenses: dict[str, dict[str, Any]]
+    attacks: tuple[str, ...] = ()
+    train: dict[str, Any] = field(default_factory=dict)
+    overrides: tuple[Override, ...] = ()
+    source: str = ""
+
+
+PROFILES: Registry[Path] = Registry("profile")
+for _path in sorted(PROFILE_DIR.glob("*.yaml")):
+    PROFILES.register(_path.stem)(_path)
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = PROFILES.get(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"{path}: not valid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    where = str(path)
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}: a profile must be a YAML mapping")
+    raw = dict(raw)
+    raw["protocol"] = from_mapping(ProtocolConfig, raw.get("protocol"), f"{where}: protocol")
+    raw["seeds"] = tuple(raw.get("seeds", (0,)))
+    raw["attacks"] = tuple(raw.get("attacks", ()))
+    raw["overrides"] = tuple(from_mapping(Override, o, f"{where}: overrides") for o in raw.get("overrides", ()))
+    for key in ("datasets", "backbones", "defenses"):
+        raw[key] = {k: dict(v or {}) for k, v in (raw.get(key) or {}).items()}
+    raw.setdefault("source", where)
+    profile = from_mapping(Profile, raw, where)
+    from_mapping(TrainConfig, profile.train, f"{where}: train")  # validate early
+    return profile
+
+
+PROTOCOL_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (defense, dataset, backbone, seed) cell of a profile, fully resolved."""
+
+    profile: str
+    profile_version: int
+    dataset: str
+    split: SplitOptions
+    backbone: str
+    train: TrainConfig
+    backbone_options: dict[str, Any]
+    defense: str
+    defense_config: dict[str, Any]
+    seed: int
+    protocol: ProtocolConfig
+    attacks: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.defense}/{self.dataset}/{self.backbone}/seed{self.seed}"
+
+    def resolved(self) -> dict[str, Any]:
+        return {
+            "protocol_version": PROTOCOL_VERSION,
+            "profile": self.profile, "profile_version": self.profile_version,
+            "dataset": self.dataset, "split": self.split.to_dict(),
+            "backbone": self.backbone, "backbone_options": self.backbone_options,
+            "train": dataclasses.asdict(self.train),
+            "defense": self.defense, "defense_config": self.defense_config,
+            "seed": self.seed, "protocol": dataclasses.asdict(self.protocol),
+        }
+
+    def config_hash(self, data_digests: Mapping[str, str] | None = None) -> str:
+        """sha256 of the resolved config (and the data files' digests): the job's identity.
+
+        Attacks are not part of it: the trained model is the same whatever attacks it faces.
+        """
+        payload = {"config": self.resolved(), "data": dict(sorted((data_digests or {}).items()))}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,149 @@
+"""Expanding a profile into jobs and running one job end to end."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from defenses import DEFENSES, TrainingContext
+from suite.config import Job, Profile, TrainConfig, from_mapping
+from suite.data import DATASETS, SplitOptions, load_protocol_splits
+from suite.data.splits import ProtocolSplits
+from suite.models import BACKBONES, build_backbone
+from suite.protocol import environment_info, pin_attack_set, resolve_device, seed_everything
+from suite.tracking import Tracker
+from suite.training import accuracy, train
+
+log = logging.getLogger(__name__)
+
+
+def _select(requested: Iterable[str] | None, available: Iterable[str], registry: Any, what: str) -> list[str]:
+    available = list(available)
+    if not requested:
+        return available
+    names = list(requested)
+    for name in names:
+        registry.get(name)  # unknown name -> one-line error with a suggestion
+    return names
+
+
+def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
+                backbones: Iterable[str] | None = None, seeds: Iterable[int] | None = None) -> list[Job]:
+    """The job grid datasets x backbones x defenses x seeds, each fully resolved.
+
+    Names not in the profile are allowed (they get the profile's general settings), so a
+    single cell can be run under any profile.
+    """
+    chosen_defenses = _select(defenses, profile.defenses, DEFENSES, "defense")
+    chosen_datasets = _select(datasets, profile.datasets, DATASETS, "dataset")
+    chosen_backbones = _select(backbones, profile.backbones, BACKBONES, "backbone")
+    jobs = []
+    for dataset in chosen_datasets:
+        ds_settings = dict(profile.datasets.get(dataset, {}))
+        split = from_mapping(SplitOptions, {**ds_settings, "split_seed": profile.protocol.split_seed},
+                             f"{profile.source}: datasets.{dataset}")
+        for backbone in chosen_backbones:
+            bb_settings = dict(profile.backbones.get(backbone, {}))
+            bb_options = bb_settings.pop("options", {}) or {}
+            for defense in chosen_defenses:
+                train_settings = {**profile.train, **bb_settings}
+                defense_settings = dict(profile.defenses.get(defense, {}))
+                for override in profile.overrides:
+                    if override.applies(dataset, backbone, defense):
+                        train_settings.update(override.train)
+                        bb_options = {**bb_options, **override.backbone_options}
+                        defense_settings.update(override.defense)
+                train_cfg = from_mapping(TrainConfig, train_settings, f"{profile.source}: train settings of {backbone}")
+                defense_cls = DEFENSES.get(defense)
+                defense_cfg = from_mapping(defense_cls.Config, defense_settings, f"{profile.source}: defenses.{defense}")
+                for seed in (list(seeds) if seeds else profile.seeds):
+                    jobs.append(Job(
+                        profile=profile.name, profile_version=profile.version, dataset=dataset, split=split,
+                        backbone=backbone, train=train_cfg, backbone_options=dict(bb_options), defense=defense,
+                        defense_config=dataclasses.asdict(defense_cfg), seed=int(seed), protocol=profile.protocol,
+                        attacks=profile.attacks,
+                    ))
+    return jobs
+
+
+@dataclass
+class JobResult:
+    job: Job
+    run_id: str
+    config_hash: str
+    skipped: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def data_digests(splits: ProtocolSplits) -> dict[str, str]:
+    return {f"{splits.dataset}/{k}": v for k, v in splits.provenance.get("sha256", {}).items()}
+
+
+def run_job(job: Job, tracker: Tracker, force: bool = False) -> JobResult:
+    """Train ``job``'s defense, measure Clean% on the test split, log everything to MLflow.
+
+    An identical job (same config hash, same data digests) that already FINISHED is not run
+    again unless ``force``.
+    """
+    splits = load_protocol_splits(job.dataset, job.split)
+    digests = data_digests(splits)
+    config_hash = job.config_hash(digests)
+    if not force:
+        done = tracker.find_finished(config_hash)
+        if done is not None:
+            return JobResult(job, done.info.run_id, config_hash, True, dict(done.data.metrics))
+
+    device = resolve_device(job.train.device)
+    seed_everything(job.seed)
+    attack_set = pin_attack_set(job.dataset, splits.test, job.protocol.attack_set_size, job.protocol.attack_set_seed)
+    model, backbone_facts = build_backbone(job.backbone, splits, job.seed, job.train.max_length, **job.backbone_options)
+    defense_cls = DEFENSES.get(job.defense)
+    defense = defense_cls(defense_cls.Config(**job.defense_config), model)
+    model = defense.model.to(device)
+
+    spec = BACKBONES.get(job.backbone)
+    substitutions = list(spec.substitutions) + list(splits.provenance.get("substitutions", []))
+    if not splits.provenance.get("test_is_full_split", True):
+        substitutions.append(f"Clean% on {len(splits.test)} test examples, not the full test split")
+    tags = {"config_hash": config_hash, "suite.defense": job.defense, "suite.dataset": job.dataset,
+            "suite.backbone": job.backbone, "suite.seed": str(job.seed), "suite.profile": job.profile,
+            "suite.attack_set_sha256": attack_set.sha256}
+    with tracker.start(job.label, tags) as run:
+        env = environment_info(device)
+        run.log_params(job.resolved())
+        run.log_params({"data.source": splits.provenance.get("source"),
+                        "data.validation_rule": splits.provenance.get("validation_rule"),
+                        "data.sizes": splits.provenance.get("sizes"),
+                        "backbone_facts": backbone_facts, "attack_set.size": attack_set.size,
+                        "attack_set.sha256": attack_set.sha256})
+        run.set_tags({"git_commit": env["git_commit"], "device": env["device"],
+                      "substitutions": "; ".join(substitutions) or "none"})
+        run.log_json({"config": job.resolved(), "config_hash": config_hash, "data": splits.provenance,
+                      "data_sha256": digests, "backbone": backbone_facts, "substitutions": substitutions},
+                     "job.json")
+        run.log_json(env, "environment.json")
+        run.log_json(attack_set.to_dict(), "attack_set.json")
+
+        context = TrainingContext(train=splits.train, validation=splits.validation, device=device, seed=job.seed,
+                                  log_metric=lambda name, value, step: run.log_metric(name, value, step))
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            run.log_metrics(metrics, step=epoch + 1)
+            log.info("%s epoch %d: %s", job.label, epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+
+        result = train(defense, context, job.train, on_epoch)
+        clean = accuracy(model, splits.test, job.train.eval_batch_size, device, desc="clean accuracy")
+        metrics = {
+            "clean_accuracy": clean,
+            "best_epoch": result.best_epoch + 1,
+            "best_validation_accuracy": result.validation_accuracy[result.best_epoch],
+            "mean_epoch_time_s": sum(result.epoch_seconds) / len(result.epoch_seconds),
+        }
+        run.log_metrics(metrics)
+        with tempfile.TemporaryDirectory(prefix="suite-ckpt-") as tmp:
+            model.save(Path(tmp))
+            run.log_folder(Path(tmp), "checkpoint")
+        return JobResult(job, run.run_id, config_hash, False, metrics)
