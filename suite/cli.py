@@ -31,13 +31,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         elif kind == "profiles":
             rows = [(n, load_profile(n).description) for n in PROFILES.names()]
         else:
-            try:
-                from attacks import ATTACKS
-                rows = [(n, getattr(a, "description", "")) for n, a in ATTACKS.items()]
-            except ImportError:
-                rows = []
-            if not rows:
-                rows = [("(none yet)", "attack registry arrives with the attacks issue")]
+            from attacks import ATTACKS
+            rows = [(n, f"[{a.variant}] {a.description}") for n, a in ATTACKS.items()]
         width = max(len(r[0]) for r in rows)
         for name, text in rows:
             print(f"  {name.ljust(width)}  {text}")
@@ -53,7 +48,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not (args.all or args.defense or args.dataset or args.backbone):
         raise SuiteError("suite run: nothing selected; pass --all for the whole profile grid, or pick cells "
                          "with --defense / --dataset / --backbone")
+    from attacks import ATTACKS
+
     profile = load_profile(args.profile)
+    for name in (args.attack or []) + ([] if args.attack or args.no_attack else list(profile.attacks)):
+        ATTACKS.get(name)  # unknown attack: one line with a suggestion, before any training
     jobs = expand_jobs(profile, defenses=args.defense, datasets=args.dataset, backbones=args.backbone, seeds=args.seed)
     if args.dry_run:
         rows = [(j.defense, j.dataset, j.backbone, j.seed, j.train.epochs, j.train.batch_size, j.train.lr)
@@ -68,23 +67,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for i, job in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {job.label}", file=sys.stderr, flush=True)
         try:
-            result = run_job(job, tracker, force=args.force)
+            result = run_job(job, tracker, force=args.force, attacks=[] if args.no_attack else args.attack,
+                             query_budget=args.query_budget)
         except SuiteError as exc:  # keep going: finished jobs are already logged
             failures.append((job.label, str(exc)))
             print(f"suite: error: {job.label}: {exc}", file=sys.stderr)
             continue
-        status = "already done (config hash match), skipped" if result.skipped else "done"
+        status = "training skipped (identical finished job: config hash match)" if result.skipped else "done"
         print(f"[{i}/{len(jobs)}] {job.label}: {status}; run {result.run_id}", file=sys.stderr, flush=True)
         results.append(result)
-    rows = [(r.job.defense, r.job.dataset, r.job.backbone, r.job.seed, f"{r.metrics.get('clean_accuracy', float('nan')):.2f}",
-             f"{r.metrics.get('mean_epoch_time_s', float('nan')):.2f}", "skipped" if r.skipped else "ran", r.run_id)
-            for r in results]
-    print(tabulate(rows, headers=["defense", "dataset", "backbone", "seed", "Clean%", "s/epoch", "status", "mlflow run"]))
+        failures.extend((f"{job.label} attack", err) for err in result.attack_errors)
+    attack_names = sorted({k.rsplit(".", 1)[0] for r in results for k in r.metrics if k.endswith(".aua")})
+    rows = []
+    for r in results:
+        row = [r.job.defense, r.job.dataset, r.job.backbone, r.job.seed, _fmt(r.metrics.get("clean_accuracy")),
+               _fmt(r.metrics.get("mean_epoch_time_s"))]
+        for a in attack_names:
+            row.append("/".join(_fmt(r.metrics.get(f"{a}.{m}"), 1) for m in ("aua", "suc", "queries")))
+        rows.append(row + ["trained earlier" if r.skipped else "trained", r.run_id])
+    headers = ["defense", "dataset", "backbone", "seed", "Clean%", "s/epoch",
+               *[f"{a} Aua/Suc/#Q" for a in attack_names], "status", "mlflow run"]
+    print(tabulate(rows, headers=headers))
     print(f"tracking store: {tracker.tracking_uri} (experiment {tracker.experiment})")
     if failures:
         print(f"{len(failures)} job(s) failed: " + "; ".join(f"{label}: {msg}" for label, msg in failures), file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from attacks import ATTACKS
+    from attacks.resources import doctor_table
+
+    requirements = {name: spec.requires for name, spec in ATTACKS.items()}
+    rows = doctor_table(requirements)
+    print(tabulate(rows, headers=["resource", "status", "source", "location", "needed by"]))
+    missing = {r[0] for r in rows if r[1] == "missing"}
+    runnable = [n for n, req in requirements.items() if not missing & set(req)]
+    print(f"attacks runnable here: {', '.join(runnable) or 'none'}")
+    print(f"attacks blocked by a missing resource: {', '.join(n for n in requirements if n not in runnable) or 'none'}")
+    return 0
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _cmd_pin(args: argparse.Namespace) -> int:
@@ -117,10 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--seed", action="append", type=int, help="seed (repeatable; default: the profile's)")
     p_run.add_argument("--all", action="store_true", help="run the profile's whole grid")
     p_run.add_argument("--dry-run", action="store_true", help="print the expanded job grid and exit")
-    p_run.add_argument("--force", action="store_true", help="re-run jobs that already finished")
+    p_run.add_argument("--attack", action="append", help="attack to run after training (repeatable; default: the profile's)")
+    p_run.add_argument("--no-attack", action="store_true", help="train only")
+    p_run.add_argument("--query-budget", type=int, help="maximum model queries per attacked example (default: unlimited)")
+    p_run.add_argument("--force", action="store_true", help="re-train jobs that already finished")
     p_run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
     p_run.add_argument("--experiment", help="MLflow experiment name (default: suite-<profile>)")
     p_run.set_defaults(func=_cmd_run)
+
+    p_doc = sub.add_parser("doctor", help="show which attack resources are available, from where, and who needs them")
+    p_doc.set_defaults(func=_cmd_doctor)
 
     p_pin = sub.add_parser("pin-attack-sets", help="(re)write the committed attack-set pins")
     p_pin.add_argument("--dataset", action="append")
@@ -134,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for noisy in ("sentence_transformers", "mlflow", "textattack", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except SuiteError as exc:

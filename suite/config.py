@@ -42,6 +42,10 @@ def from_mapping(cls: type[C], data: Mapping[str, Any] | None, where: str) -> C:
                 data[key] = float(value)
             except ValueError:
                 raise SuiteError(f"{where}: '{key}' must be a number, got {value!r}") from None
+    missing = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+               if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SuiteError(f"{where}: missing required setting(s) {', '.join(missing)}")
     return cls(**data)
 
 
@@ -61,8 +65,11 @@ class TrainConfig:
     max_length: int | None = None  # None: the backbone's default (FLAT Table 6 for word models)
     select: str = "best_validation"  # best_validation | last
     device: str = "auto"  # auto | cpu | cuda
+    cpu_threads: int | None = None  # torch intra-op threads on CPU; results depend on it
 
     def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise SuiteError(f"training settings: epochs ({self.epochs}) and batch_size ({self.batch_size}) must be >= 1")
         for key, allowed in (("optimizer", ("adamw", "adam")), ("schedule", ("linear", "constant")),
                              ("select", ("best_validation", "last")), ("device", ("auto", "cpu", "cuda"))):
             if getattr(self, key) not in allowed:

@@ -36,13 +36,15 @@ class Registry(Generic[T]):
 
     def register(self, name: str, *aliases: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
-            for key in (name, *aliases):
+            keys = (name, *aliases)
+            for key in keys:  # check every key before registering any
                 existing = self._entries.get(key)
                 if existing is not None and existing is not obj:
                     raise SuiteError(
                         f"{self.kind} '{key}' is registered twice ({_describe(existing)} and "
                         f"{_describe(obj)}); give the new one a different name"
                     )
+            for key in keys:
                 self._entries[key] = obj
             return obj
 
@@ -55,12 +57,10 @@ class Registry(Generic[T]):
         for ep in entry_points(group=self.entry_point_group):
             try:
                 loaded = ep.load()
+                if callable(loaded) and not isinstance(loaded, type):
+                    loaded(self)  # a registration function: call it with this registry
             except Exception as exc:  # a broken plugin must not break the suite
                 log.warning("could not load %s plugin '%s' (%s): %s", self.kind, ep.name, ep.value, exc)
-                continue
-            if callable(loaded) and not isinstance(loaded, type):
-                # a registration function: call it with this registry
-                loaded(self)
 
     def get(self, name: str) -> T:
         self._load_plugins()

@@ -6,14 +6,19 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
+
+import torch
 
 from defenses import DEFENSES, TrainingContext
+from suite.attack_stage import attack_and_log, checkpoint_of
 from suite.config import Job, Profile, TrainConfig, from_mapping
 from suite.data import DATASETS, SplitOptions, load_protocol_splits
 from suite.data.splits import ProtocolSplits
+from suite.errors import SuiteError
 from suite.models import BACKBONES, build_backbone
 from suite.protocol import environment_info, pin_attack_set, resolve_device, seed_everything
+from suite.data.mirror import sha256_of
 from suite.tracking import Tracker
 from suite.training import accuracy, train
 
@@ -43,12 +48,16 @@ def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, data
     jobs = []
     for dataset in chosen_datasets:
         ds_settings = dict(profile.datasets.get(dataset, {}))
+        if "split_seed" in ds_settings:
+            raise SuiteError(f"{profile.source}: datasets.{dataset}: split_seed is set once for all datasets, "
+                             "under protocol.split_seed")
         split = from_mapping(SplitOptions, {**ds_settings, "split_seed": profile.protocol.split_seed},
                              f"{profile.source}: datasets.{dataset}")
         for backbone in chosen_backbones:
             bb_settings = dict(profile.backbones.get(backbone, {}))
-            bb_options = bb_settings.pop("options", {}) or {}
+            base_options = bb_settings.pop("options", {}) or {}
             for defense in chosen_defenses:
+                bb_options = dict(base_options)
                 train_settings = {**profile.train, **bb_settings}
                 defense_settings = dict(profile.defenses.get(defense, {}))
                 for override in profile.overrides:
@@ -76,29 +85,43 @@ class JobResult:
     config_hash: str
     skipped: bool
     metrics: dict[str, float] = field(default_factory=dict)
+    attack_errors: list[str] = field(default_factory=list)
 
 
 def data_digests(splits: ProtocolSplits) -> dict[str, str]:
     return {f"{splits.dataset}/{k}": v for k, v in splits.provenance.get("sha256", {}).items()}
 
 
-def run_job(job: Job, tracker: Tracker, force: bool = False) -> JobResult:
-    """Train ``job``'s defense, measure Clean% on the test split, log everything to MLflow.
+def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[str] | None = None,
+            query_budget: int | None = None) -> JobResult:
+    """Train ``job``'s defense, measure Clean% on the test split, attack it, log to MLflow.
 
-    An identical job (same config hash, same data digests) that already FINISHED is not run
-    again unless ``force``.
+    An identical job (same config hash, same data digests) that already FINISHED is not
+    trained again unless ``force``; its checkpoint is attacked with any attack not yet run
+    (finished examples come from the per-example cache). ``attacks`` defaults to the profile's.
     """
+    attacks = list(job.attacks if attacks is None else attacks)
     splits = load_protocol_splits(job.dataset, job.split)
     digests = data_digests(splits)
     config_hash = job.config_hash(digests)
+    device = resolve_device(job.train.device)
+    if device.type == "cpu" and job.train.cpu_threads:
+        torch.set_num_threads(job.train.cpu_threads)
+    attack_set = pin_attack_set(job.dataset, splits.test, job.protocol.attack_set_size, job.protocol.attack_set_seed)
+    column_names = DATASETS.get(job.dataset).text_fields
     if not force:
         done = tracker.find_finished(config_hash)
         if done is not None:
-            return JobResult(job, done.info.run_id, config_hash, True, dict(done.data.metrics))
+            result = JobResult(job, done.info.run_id, config_hash, True, dict(done.data.metrics))
+            if attacks:
+                model, checkpoint_sha = checkpoint_of(tracker, done, device)
+                logged, result.attack_errors = attack_and_log(
+                    tracker, result.run_id, model, splits.test, attack_set, attacks, checkpoint_sha,
+                    job.protocol.attack_set_seed, column_names, query_budget)
+                result.metrics.update(logged)
+            return result
 
-    device = resolve_device(job.train.device)
     seed_everything(job.seed)
-    attack_set = pin_attack_set(job.dataset, splits.test, job.protocol.attack_set_size, job.protocol.attack_set_seed)
     model, backbone_facts = build_backbone(job.backbone, splits, job.seed, job.train.max_length, **job.backbone_options)
     defense_cls = DEFENSES.get(job.defense)
     defense = defense_cls(defense_cls.Config(**job.defense_config), model)
@@ -145,5 +168,13 @@ def run_job(job: Job, tracker: Tracker, force: bool = False) -> JobResult:
         run.log_metrics(metrics)
         with tempfile.TemporaryDirectory(prefix="suite-ckpt-") as tmp:
             model.save(Path(tmp))
+            checkpoint_sha = sha256_of(Path(tmp) / "model.safetensors")
             run.log_folder(Path(tmp), "checkpoint")
-        return JobResult(job, run.run_id, config_hash, False, metrics)
+        run.set_tags({"checkpoint_sha256": checkpoint_sha})
+    result = JobResult(job, run.run_id, config_hash, False, metrics)
+    if attacks:  # after the training run is closed: a failing attack cannot undo it
+        logged, result.attack_errors = attack_and_log(
+            tracker, result.run_id, model, splits.test, attack_set, attacks, checkpoint_sha,
+            job.protocol.attack_set_seed, column_names, query_budget)
+        result.metrics.update(logged)
+    return result

@@ -58,6 +58,9 @@ class Tracker:
         )
         return runs[0] if runs else None
 
+    def resume(self, run_id: str) -> "RunLogger":
+        return RunLogger(self.mlflow, self.mlflow.start_run(run_id=run_id))
+
     def start(self, run_name: str, tags: Mapping[str, str]) -> "RunLogger":
         run = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=dict(tags))
         return RunLogger(self.mlflow, run)
@@ -93,6 +96,9 @@ class RunLogger:
 
     def log_json(self, obj: Any, artifact_file: str) -> None:
         self.mlflow.log_dict(obj, artifact_file)
+
+    def log_file(self, path: Path, artifact_path: str) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path)
 
     def log_folder(self, folder: Path, artifact_path: str) -> None:
         self.mlflow.log_artifacts(str(folder), artifact_path)

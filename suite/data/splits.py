@@ -24,6 +24,9 @@ from suite.data.registry import DATASETS, DatasetSpec
 from suite.errors import MissingDataError, SuiteError
 
 
+SPLIT_SCHEMES = ("default", "flat")  # default: WETAR's one tenth; flat: FLAT Table 1 dev sizes
+
+
 @dataclass(frozen=True)
 class SplitOptions:
     """What a profile may choose about a dataset's splits."""
@@ -34,6 +37,10 @@ class SplitOptions:
     train_limit: int | None = None  # first N rows of the (shuffled) train split
     validation_limit: int | None = None
     test_limit: int | None = None  # smoke only: Clean% then is not on the full test split
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SPLIT_SCHEMES:
+            raise SuiteError(f"split scheme {self.scheme!r} is not one of {', '.join(SPLIT_SCHEMES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -134,6 +141,9 @@ def load_protocol_splits(name: str, options: SplitOptions | None = None) -> Prot
         if carve is None:
             raise SuiteError(f"{name}: no validation split and no carve rule; add one to its DatasetSpec")
         n_val = carve.size(len(train))
+        if not 0 < n_val < len(train):
+            raise SuiteError(f"{name}: carving {n_val} validation rows from {len(train)} training rows leaves no "
+                             "training or no validation data; check the mirror's train split")
         perm = np.random.default_rng(options.split_seed).permutation(len(train))
         val_idx, train_idx = sorted(perm[:n_val]), sorted(perm[n_val:])
         validation = [train[i] for i in val_idx]

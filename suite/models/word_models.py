@@ -59,13 +59,14 @@ class WordLevelClassifier(TextClassifier):
 
     def description(self) -> dict[str, Any]:
         return {**super().description(), "vocab": self.vocab.words, "max_length": self.max_length,
-                "embedding_dim": self.embedding.embedding_dim}
+                "embedding_dim": self.embedding.embedding_dim, "options": getattr(self, "options", {})}
 
 
 class KimCNN(WordLevelClassifier):
     def __init__(self, vocab: Vocabulary, num_labels: int, embedding_dim: int = 50, max_length: int = 50,
                  filter_sizes: tuple[int, ...] = (3, 4, 5), num_filters: int = 100, dropout: float = 0.5) -> None:
         super().__init__(vocab, num_labels, embedding_dim, max(max_length, max(filter_sizes)))
+        self.options = {"filter_sizes": list(filter_sizes), "num_filters": num_filters, "dropout": dropout}
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, num_filters, k) for k in filter_sizes)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(num_filters * len(filter_sizes), num_labels)
@@ -81,6 +82,7 @@ class LSTMClassifier(WordLevelClassifier):
     def __init__(self, vocab: Vocabulary, num_labels: int, embedding_dim: int = 50, max_length: int = 50,
                  hidden_size: int = 150, dropout: float = 0.5) -> None:
         super().__init__(vocab, num_labels, embedding_dim, max_length)
+        self.options = {"hidden_size": hidden_size, "dropout": dropout}
         self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers=1, batch_first=True)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)

@@ -1,0 +1,117 @@
+"""Shared fixtures: the offline mirror, a tiny fake mirror, and an isolated MLflow cwd."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mirror_dir(env_var: str, sub: str) -> Path:
+    value = os.environ.get(env_var)
+    return Path(value).expanduser().resolve() if value else (REPO_ROOT.parent / "shared" / sub).resolve()
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never reach the network from a test (a hub fallback would hang offline)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_state():
+    """Undo process-wide torch settings a run changes (threads, oneDNN, determinism)."""
+    import torch
+
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = mkldnn
+    if torch.are_deterministic_algorithms_enabled() != deterministic:  # the call imports torch._inductor
+        torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture
+def mirror(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real offline dataset mirror (SUITE_DATA_DIR, else ../shared/datasets); skip if absent."""
+    data = _mirror_dir("SUITE_DATA_DIR", "datasets")
+    if not (data / "sst2_sentence" / "MANIFEST.json").is_file():
+        pytest.skip(f"offline dataset mirror not found at {data}: set SUITE_DATA_DIR to the mirror "
+                    "(e.g. ../shared/datasets)")
+    monkeypatch.setenv("SUITE_DATA_DIR", str(data))
+    monkeypatch.setenv("SUITE_DATA_SOURCE", "mirror")
+    resources = _mirror_dir("SUITE_RESOURCES_DIR", "resources")
+    if resources.is_dir():
+        monkeypatch.setenv("SUITE_RESOURCES_DIR", str(resources))
+    return data
+
+
+@pytest.fixture
+def resources(mirror: Path) -> Path:
+    """The resource mirror (GloVe); skip if absent."""
+    path = _mirror_dir("SUITE_RESOURCES_DIR", "resources")
+    if not (path / "glove_6B_50d" / "MANIFEST.json").is_file():
+        pytest.skip(f"resource mirror (glove_6B_50d) not found at {path}: set SUITE_RESOURCES_DIR")
+    return path
+
+
+def write_split(path: Path, rows: list[dict[str, Any]]) -> str:
+    """Write ``rows`` as gzipped JSON lines; return the file's sha256."""
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_rows(n: int, prefix: str = "text", num_labels: int = 2) -> list[dict[str, Any]]:
+    return [{"text": f"{prefix} number {i}", "label": i % num_labels, "idx": i} for i in range(n)]
+
+
+MirrorBuilder = Callable[..., Path]
+
+
+@pytest.fixture
+def tmp_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MirrorBuilder:
+    """Build a tiny layout-A mirror under ``tmp_path/mirror`` and point SUITE_DATA_DIR at it.
+
+    ``build(folder, {split: rows}, sha256={split: digest})`` writes ``<folder>/<split>.jsonl.gz``
+    and a MANIFEST.json recording the true digest unless ``sha256`` overrides it; it returns
+    the dataset folder.
+    """
+    root = tmp_path / "mirror"
+    root.mkdir()
+    monkeypatch.setenv("SUITE_DATA_DIR", str(root))
+    monkeypatch.setenv("SUITE_DATA_SOURCE", "mirror")
+
+    def build(folder: str, splits: dict[str, list[dict[str, Any]]],
+              sha256: dict[str, str] | None = None) -> Path:
+        target = root / folder
+        target.mkdir()
+        manifest: dict[str, Any] = {"name": folder, "splits": {}}
+        for split, rows in splits.items():
+            file = f"{split}.jsonl.gz"
+            digest = write_split(target / file, rows)
+            manifest["splits"][split] = {"file": file, "rows": len(rows),
+                                         "sha256": (sha256 or {}).get(split, digest)}
+        (target / "MANIFEST.json").write_text(json.dumps(manifest), encoding="utf-8")
+        return target
+
+    return build
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """chdir into ``tmp_path`` so MLflow's default store (./mlflow.db, ./mlruns) is private."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

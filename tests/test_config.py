@@ -1,0 +1,267 @@
+"""Profiles, training settings, job expansion, config hashing and the CLI front end."""
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from suite.cli import main
+from suite.config import PROFILES, Job, ProtocolConfig, TrainConfig, load_profile
+from suite.data import SplitOptions
+from suite.errors import SuiteError
+from suite.runner import expand_jobs
+
+DIGESTS = {"trec/train": "a" * 64, "trec/test": "b" * 64}
+
+
+def make_job(**changes) -> Job:
+    job = Job(profile="t", profile_version=1, dataset="trec", split=SplitOptions(scheme="flat"),
+              backbone="cnn", train=TrainConfig(epochs=2, lr=1e-3), backbone_options={"a": 1, "b": 2},
+              defense="finetune", defense_config={}, seed=0, protocol=ProtocolConfig())
+    return dataclasses.replace(job, **changes)
+
+
+# --- config hash -------------------------------------------------------------------------------
+
+def test_hash_is_stable_for_equal_jobs() -> None:
+    h = make_job().config_hash(DIGESTS)
+    assert h == make_job().config_hash(dict(DIGESTS))
+    assert len(h) == 16 and int(h, 16) >= 0
+
+
+_STRING_ALTERNATIVES = {"optimizer": "adam", "schedule": "constant", "select": "last", "device": "cpu"}
+
+
+def _alternative(field: str, value):
+    """A valid value of TrainConfig.<field> other than ``value`` (covers fields added later)."""
+    if field in _STRING_ALTERNATIVES:
+        return _STRING_ALTERNATIVES[field]
+    if value is None:
+        return 1
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 2 + 0.5
+    raise AssertionError(f"add an alternative value for TrainConfig.{field} ({value!r}) to this test")
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(TrainConfig)])
+def test_hash_changes_with_every_training_setting(field: str) -> None:
+    base = make_job()
+    value = _alternative(field, getattr(base.train, field))
+    assert getattr(base.train, field) != value
+    changed = make_job(train=dataclasses.replace(base.train, **{field: value}))
+    assert changed.config_hash(DIGESTS) != base.config_hash(DIGESTS)
+    assert changed.resolved()["train"][field] == value
+
+
+@pytest.mark.parametrize("changes", [
+    {"seed": 1},
+    {"dataset": "sst2_sentence"},
+    {"backbone": "lstm"},
+    {"split": SplitOptions(scheme="flat", split_seed=1)},
+    {"split": SplitOptions(scheme="flat", train_limit=10)},
+    {"backbone_options": {"a": 1, "b": 3}},
+    {"protocol": ProtocolConfig(split_seed=1)},
+    {"defense_config": {"x": 1}},
+], ids=lambda c: next(iter(c)))
+def test_hash_changes_with_job_fields(changes) -> None:
+    assert make_job(**changes).config_hash(DIGESTS) != make_job().config_hash(DIGESTS)
+
+
+def test_hash_changes_with_data_digest() -> None:
+    base = make_job().config_hash(DIGESTS)
+    assert make_job().config_hash({**DIGESTS, "trec/test": "c" * 64}) != base
+    assert make_job().config_hash({"trec/train": "a" * 64}) != base
+    assert make_job().config_hash() != base
+
+
+def test_hash_ignores_dict_ordering() -> None:
+    reordered = {k: DIGESTS[k] for k in reversed(list(DIGESTS))}
+    assert list(reordered) != list(DIGESTS)
+    a = make_job(backbone_options={"a": 1, "b": 2})
+    b = make_job(backbone_options={"b": 2, "a": 1})
+    assert a.config_hash(DIGESTS) == b.config_hash(reordered)
+
+
+def test_hash_ignores_attacks() -> None:
+    assert make_job(attacks=("pwws",)).config_hash(DIGESTS) == make_job().config_hash(DIGESTS)
+
+
+# --- profiles -----------------------------------------------------------------------------------
+
+def write_profile(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "custom.yaml"
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return str(path)
+
+
+GOOD = """\
+    name: custom
+    version: 3
+    description: test profile
+    seeds: [0, 1]
+    protocol: {split_seed: 5, attack_set_seed: 6, attack_set_size: 10}
+    train: {lr: 2e-5, epochs: 1}
+    datasets:
+      trec: {scheme: flat, train_limit: 10}
+      sst2_sentence: {}
+    backbones:
+      cnn: {batch_size: 4}
+      lstm: {options: {hidden_size: 8}}
+    defenses:
+      finetune: {}
+    overrides:
+      - match: {dataset: trec, backbone: cnn}
+        train: {epochs: 5}
+"""
+
+
+def test_custom_profile_loads_and_expands(tmp_path: Path) -> None:
+    profile = load_profile(write_profile(tmp_path, GOOD))
+    assert profile.name == "custom" and profile.version == 3 and profile.seeds == (0, 1)
+    assert profile.protocol == ProtocolConfig(5, 6, 10)
+    jobs = expand_jobs(profile)
+    assert len(jobs) == 2 * 2 * 1 * 2
+    by_cell = {(j.dataset, j.backbone, j.seed): j for j in jobs}
+    trec_cnn = by_cell[("trec", "cnn", 0)]
+    assert trec_cnn.train.epochs == 5 and trec_cnn.train.batch_size == 4
+    assert trec_cnn.train.lr == pytest.approx(2e-5) and isinstance(trec_cnn.train.lr, float)
+    assert trec_cnn.split == SplitOptions(scheme="flat", split_seed=5, train_limit=10)
+    assert by_cell[("sst2_sentence", "cnn", 0)].train.epochs == 1  # override does not match
+    assert by_cell[("trec", "lstm", 1)].train.epochs == 1
+    assert by_cell[("trec", "lstm", 1)].backbone_options == {"hidden_size": 8}
+    assert by_cell[("trec", "cnn", 0)].backbone_options == {}
+
+
+def test_expand_jobs_selects_cells(tmp_path: Path) -> None:
+    profile = load_profile(write_profile(tmp_path, GOOD))
+    jobs = expand_jobs(profile, datasets=["mr"], backbones=["cnn"], seeds=[7])
+    assert [(j.dataset, j.backbone, j.defense, j.seed) for j in jobs] == [("mr", "cnn", "finetune", 7)]
+    with pytest.raises(SuiteError, match="did you mean 'trec'"):
+        expand_jobs(profile, datasets=["trek"])
+
+
+@pytest.mark.parametrize("body, hint", [
+    (GOOD.replace("    seeds: [0, 1]", "    seed: [0, 1]"), "unknown setting 'seed' (did you mean 'seeds'?)"),
+    (GOOD.replace("train: {lr: 2e-5, epochs: 1}", "train: {lr: 2e-5, epoch: 1}"),
+     "unknown setting 'epoch' (did you mean 'epochs'?)"),
+    (GOOD.replace("attack_set_size: 10", "attack_set_sizes: 10"),
+     "unknown setting 'attack_set_sizes' (did you mean 'attack_set_size'?)"),
+    (GOOD.replace("        train: {epochs: 5}", "        trian: {epochs: 5}"),
+     "unknown setting 'trian' (did you mean 'train'?)"),
+], ids=["profile-key", "train-key", "protocol-key", "override-key"])
+def test_unknown_keys_get_a_hint(tmp_path: Path, body: str, hint: str) -> None:
+    assert body != GOOD
+    path = write_profile(tmp_path, body)
+    with pytest.raises(SuiteError) as info:
+        load_profile(path)
+    assert hint in str(info.value)
+    assert path in str(info.value)
+
+
+def test_unknown_backbone_train_setting_gets_a_hint_on_expand(tmp_path: Path) -> None:
+    profile = load_profile(write_profile(tmp_path, GOOD.replace("cnn: {batch_size: 4}", "cnn: {batchsize: 4}")))
+    with pytest.raises(SuiteError, match=r"unknown setting 'batchsize' \(did you mean 'batch_size'\?\)"):
+        expand_jobs(profile)
+
+
+def test_unknown_split_option_gets_a_hint(tmp_path: Path) -> None:
+    profile = load_profile(write_profile(tmp_path, GOOD.replace("train_limit: 10", "train_limits: 10")))
+    with pytest.raises(SuiteError, match="did you mean 'train_limit'"):
+        expand_jobs(profile)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"optimizer": "sgd"}, "optimizer='sgd' is not one of adamw, adam"),
+    ({"schedule": "cosine"}, "schedule='cosine'"),
+    ({"select": "best"}, "select='best'"),
+    ({"device": "tpu"}, "device='tpu'"),
+])
+def test_bad_train_values_are_refused(settings, message) -> None:
+    with pytest.raises(SuiteError, match=message):
+        TrainConfig(**settings)
+
+
+def test_non_numeric_lr_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match="'lr' must be a number"):
+        load_profile(write_profile(tmp_path, GOOD.replace("lr: 2e-5", "lr: fast")))
+
+
+def test_invalid_yaml_is_a_suite_error(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match="not valid YAML"):
+        load_profile(write_profile(tmp_path, "name: [unclosed\n"))
+
+
+def test_unknown_profile_name_suggests() -> None:
+    with pytest.raises(SuiteError, match="did you mean 'smoke'"):
+        load_profile("smok")
+
+
+def test_committed_profiles_load_and_expand() -> None:
+    assert set(PROFILES.names()) == {"cpu", "paper", "smoke"}
+    sizes = {}
+    for name in PROFILES.names():
+        profile = load_profile(name)
+        assert profile.name == name
+        jobs = expand_jobs(profile)
+        n = len(profile.datasets) * len(profile.backbones) * len(profile.defenses) * len(profile.seeds)
+        assert len(jobs) == n > 0
+        assert len({j.config_hash() for j in jobs}) == n  # every cell is a distinct job
+        sizes[name] = n
+    assert sizes == {"smoke": 6, "cpu": 18, "paper": 72}
+
+
+def test_paper_profile_override_applies_to_imdb_only() -> None:
+    jobs = expand_jobs(load_profile("paper"), backbones=["bert-base-uncased"], seeds=[0])
+    lengths = {j.dataset: j.train.max_length for j in jobs}
+    assert lengths["imdb"] == 256
+    assert {d: n for d, n in lengths.items() if d != "imdb"} == {d: 128 for d in lengths if d != "imdb"}
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+def test_cli_dry_run_prints_the_grid(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--profile", "smoke", "--all", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "profile smoke v1: 6 job(s)" in out
+    lines = [line for line in out.splitlines() if line.startswith("finetune")]
+    assert len(lines) == 6
+    assert any("trec" in line and "lstm" in line for line in lines)
+
+
+def test_cli_dry_run_of_one_cell(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--profile", "smoke", "--defense", "finetune", "--dataset", "trec",
+                 "--backbone", "cnn", "--seed", "3", "--seed", "4", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "2 job(s)" in out
+    assert sum(line.startswith("finetune") for line in out.splitlines()) == 2
+
+
+def test_cli_unknown_defense_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--profile", "smoke", "--defense", "finetunee", "--dry-run"])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("suite: error: ")
+    assert "did you mean 'finetune'" in lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_cli_run_without_selection_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--profile", "smoke"]) == 2
+    assert capsys.readouterr().err.startswith("suite: error: suite run: nothing selected")
+
+
+def test_cli_list_datasets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "datasets"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("datasets:")
+    assert "sst2_sentence" in out and "advglue_qnli" in out
