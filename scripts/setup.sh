@@ -3,6 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# WordNet 3.0 for PWWS (Debian packages; needs root). Skipped with a note otherwise:
+# 'suite doctor' then reports wordnet missing.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  bash scripts/install_wordnet.sh
+else
+  echo "note: not root; run 'sudo bash scripts/install_wordnet.sh' for PWWS (WordNet)" >&2
+fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
