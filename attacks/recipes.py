@@ -87,7 +87,32 @@ def _textbugger_offline(model_wrapper: Any) -> Any:
                   GreedyWordSwapWIR(wir_method="delete"))
 
 
+def _genetic_offline(model_wrapper: Any, improved: bool) -> Any:
+    """GeneticAlgorithmAlzantot2018 / IGAWang2019 .build with the declared substitutions."""
+    from textattack import Attack
+    from textattack.constraints.overlap import MaxWordsPerturbed
+    from textattack.constraints.pre_transformation import (InputColumnModification, RepeatModification,
+                                                           StopwordModification)
+    from textattack.goal_functions import UntargetedClassification
+    from textattack.search_methods import AlzantotGeneticAlgorithm, ImprovedGeneticAlgorithm
+
+    from attacks.transformations import WordSwapNeighbourList, load_counterfitted_neighbors
+
+    transformation = WordSwapNeighbourList(load_counterfitted_neighbors(), max_candidates=50 if improved else 8)
+    if improved:
+        constraints = [StopwordModification(), MaxWordsPerturbed(max_percent=0.2)]
+        search = ImprovedGeneticAlgorithm(pop_size=60, max_iters=20, max_replace_times_per_index=5,
+                                          post_crossover_check=False)
+    else:
+        constraints = [RepeatModification(), StopwordModification(),
+                       InputColumnModification(["premise", "hypothesis"], {"premise"}), MaxWordsPerturbed(max_percent=0.2)]
+        search = AlzantotGeneticAlgorithm(pop_size=60, max_iters=20, post_crossover_check=False)
+    return Attack(UntargetedClassification(model_wrapper), constraints, transformation, search)
+
+
 _CUSTOM: dict[str, Callable[[Any], Any]] = {
+    "gene-offline": lambda wrapper: _genetic_offline(wrapper, improved=False),
+    "iga-offline": lambda wrapper: _genetic_offline(wrapper, improved=True),
     "textfooler-offline": _textfooler_offline,
     "textbugger-offline": _textbugger_offline,
 }

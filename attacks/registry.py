@@ -21,9 +21,10 @@ class AttackSpec:
     substitutions: tuple[str, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)  # recorded with every run
     reference: str = ""
+    kind: str = "textattack"  # "textattack" | "embedding" (k-PGD) | "static" (AdvGLUE)
 
     def record(self) -> dict[str, Any]:
-        return {"attack": self.name, "recipe": self.recipe, "attack_variant": self.variant,
+        return {"attack": self.name, "kind": self.kind, "recipe": self.recipe, "attack_variant": self.variant,
                 "substitutions": list(self.substitutions), "settings": self.settings,
                 "requires": list(self.requires)}
 
@@ -65,6 +66,23 @@ _add(AttackSpec("clare", "CLARE (Li et al. 2021): contextual masked-LM replace/i
                 "CLARE2020", reference="FLAT App. (unforeseen attacks)"))
 _add(AttackSpec("gene", "Genetic attack (Alzantot et al. 2018), stock: counter-fitted swaps + Google 1B LM",
                 ("counterfitted_embedding", "google_lm"), "GeneticAlgorithmAlzantot2018"))
+_add(AttackSpec("gene-offline", "Genetic attack (Alzantot et al. 2018) with offline substitutes (declared variant)",
+                ("counterfitted_neighbors", "stopwords"), "GeneticAlgorithmAlzantot2018", variant="offline",
+                substitutions=(EMBEDDING_TO_NEIGHBOURS,
+                               "Google 1B-words language-model constraint dropped (model not obtainable offline)"),
+                settings={"pop_size": 60, "max_iters": 20, "max_percent_words": 0.2},
+                reference="FLAT Table 4 (unforeseen attacks)"))
+_add(AttackSpec("iga-offline", "Improved genetic attack (Wang et al. 2019) with offline substitutes (declared variant)",
+                ("counterfitted_neighbors", "stopwords"), "IGAWang2019", variant="offline",
+                substitutions=(EMBEDDING_TO_NEIGHBOURS + "; max_candidates 50 -> the list's <= 8",),
+                settings={"pop_size": 60, "max_iters": 20, "max_replace_times_per_index": 5, "max_percent_words": 0.2},
+                reference="FLAT Table 4 (unforeseen attacks)"))
 _add(AttackSpec("iga", "Improved genetic attack (Wang et al. 2019), stock: counter-fitted swaps",
                 ("counterfitted_embedding",), "IGAWang2019"))
 _add(AttackSpec("pso", "PSO (Zang et al. 2020): HowNet sememe swaps", ("hownet",), "PSOZang2020"))
+_add(AttackSpec("k-pgd", "k-PGD in embedding space (CARL/RAR §4.5): accuracy and clean-vs-adversarial "
+                "representation cosine / Euclidean distance", (), "suite", kind="embedding",
+                settings={"epsilon": 0.1, "steps": 10, "step_size": "2.5*epsilon/steps"},
+                reference="carl_rar Tables 4-5"))
+_add(AttackSpec("advglue", "AdvGLUE static adversarial dev set (sst2 / qnli jobs): accuracy only", (), "suite",
+                kind="static", reference="adaptive_at Tables 2-3"))

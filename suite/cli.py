@@ -78,15 +78,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         results.append(result)
         failures.extend((f"{job.label} attack", err) for err in result.attack_errors)
     attack_names = sorted({k.rsplit(".", 1)[0] for r in results for k in r.metrics if k.endswith(".aua")})
+    accuracy_only = sorted({k.rsplit(".", 1)[0] for r in results for k in r.metrics
+                            if k.endswith(".accuracy") and k != "clean_accuracy"})
     rows = []
     for r in results:
         row = [r.job.defense, r.job.dataset, r.job.backbone, r.job.seed, _fmt(r.metrics.get("clean_accuracy")),
                _fmt(r.metrics.get("mean_epoch_time_s"))]
         for a in attack_names:
             row.append("/".join(_fmt(r.metrics.get(f"{a}.{m}"), 1) for m in ("aua", "suc", "queries")))
+        row.extend(_fmt(r.metrics.get(f"{a}.accuracy")) for a in accuracy_only)
         rows.append(row + ["trained earlier" if r.skipped else "trained", r.run_id])
     headers = ["defense", "dataset", "backbone", "seed", "Clean%", "s/epoch",
-               *[f"{a} Aua/Suc/#Q" for a in attack_names], "status", "mlflow run"]
+               *[f"{a} Aua/Suc/#Q" for a in attack_names], *[f"{a} Acc%" for a in accuracy_only], "status", "mlflow run"]
     print(tabulate(rows, headers=headers))
     print(f"tracking store: {tracker.tracking_uri} (experiment {tracker.experiment})")
     if failures:

@@ -177,11 +177,20 @@ class Job:
             "seed": self.seed, "protocol": dataclasses.asdict(self.protocol),
         }
 
-    def config_hash(self, data_digests: Mapping[str, str] | None = None) -> str:
-        """sha256 of the resolved config (and the data files' digests): the job's identity.
+    @property
+    def attack_set_size(self) -> int | None:
+        """Examples to attack: the protocol's size, or None for the full test split."""
+        return None if self.split.attack_set == "full" else self.protocol.attack_set_size
 
-        Attacks are not part of it: the trained model is the same whatever attacks it faces.
+    def config_hash(self, data_digests: Mapping[str, str] | None = None) -> str:
+        """sha256 of the resolved config (and the data files' digests): the trained model's identity.
+
+        Attack-stage settings (attacks, attack-set seed and size) are not part of it: the trained
+        model is the same whatever it is attacked with; each attack has its own hash.
         """
-        payload = {"config": self.resolved(), "data": dict(sorted((data_digests or {}).items()))}
+        config = self.resolved()
+        config["protocol"] = {k: v for k, v in config["protocol"].items() if not k.startswith("attack_set")}
+        config["split"] = {k: v for k, v in config["split"].items() if k != "attack_set"}
+        payload = {"config": config, "data": dict(sorted((data_digests or {}).items()))}
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -107,7 +107,8 @@ def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[s
     device = resolve_device(job.train.device)
     if device.type == "cpu" and job.train.cpu_threads:
         torch.set_num_threads(job.train.cpu_threads)
-    attack_set = pin_attack_set(job.dataset, splits.test, job.protocol.attack_set_size, job.protocol.attack_set_seed)
+    attack_set = pin_attack_set(job.dataset, splits.test, job.attack_set_size or len(splits.test),
+                                job.protocol.attack_set_seed)
     column_names = DATASETS.get(job.dataset).text_fields
     if not force:
         done = tracker.find_finished(config_hash)
@@ -117,7 +118,7 @@ def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[s
                 model, checkpoint_sha = checkpoint_of(tracker, done, device)
                 logged, result.attack_errors = attack_and_log(
                     tracker, result.run_id, model, splits.test, attack_set, attacks, checkpoint_sha,
-                    job.protocol.attack_set_seed, column_names, query_budget)
+                    job.protocol.attack_set_seed, column_names, job.dataset, query_budget)
                 result.metrics.update(logged)
             return result
 
@@ -175,6 +176,6 @@ def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[s
     if attacks:  # after the training run is closed: a failing attack cannot undo it
         logged, result.attack_errors = attack_and_log(
             tracker, result.run_id, model, splits.test, attack_set, attacks, checkpoint_sha,
-            job.protocol.attack_set_seed, column_names, query_budget)
+            job.protocol.attack_set_seed, column_names, job.dataset, query_budget)
         result.metrics.update(logged)
     return result

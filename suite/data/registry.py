@@ -57,7 +57,7 @@ class DatasetSpec:
     carve: dict[str, Carve] = field(default_factory=lambda: {"default": Carve(fraction=0.1)})
     text_fields: tuple[str, ...] = ("text",)
     train_subset: str | None = None
-    static_eval_for: str | None = None  # adversarial test sets: the dataset they evaluate
+    static_eval_for: tuple[str, ...] = ()  # adversarial test sets: the datasets whose models they evaluate
     notes: str = ""
 
     @property
@@ -145,7 +145,7 @@ _add(DatasetSpec(
     mirror_folder="advglue", label_names=("negative", "positive"),
     hub=HubSource("AI-Secure/adv_glue", "adv_sst2", splits={"sst2_dev": "validation"},
                   text_fields=("sentence",)),
-    train=None, validation=None, test="sst2_dev", carve={}, static_eval_for="sst2",
+    train=None, validation=None, test="sst2_dev", carve={}, static_eval_for=("sst2", "sst2_sentence"),
 ))
 _add(DatasetSpec(
     name="advglue_qnli",
@@ -153,6 +153,6 @@ _add(DatasetSpec(
     mirror_folder="advglue", label_names=("entailment", "not_entailment"),
     hub=HubSource("AI-Secure/adv_glue", "adv_qnli", splits={"qnli_dev": "validation"},
                   text_fields=("question", "sentence")),
-    train=None, validation=None, test="qnli_dev", carve={}, static_eval_for="qnli",
+    train=None, validation=None, test="qnli_dev", carve={}, static_eval_for=("qnli",),
     text_fields=("text_a", "text_b"),
 ))

@@ -37,10 +37,13 @@ class SplitOptions:
     train_limit: int | None = None  # first N rows of the (shuffled) train split
     validation_limit: int | None = None
     test_limit: int | None = None  # smoke only: Clean% then is not on the full test split
+    attack_set: str = "protocol"  # protocol: protocol.attack_set_size examples; full: the whole test split
 
     def __post_init__(self) -> None:
         if self.scheme not in SPLIT_SCHEMES:
             raise SuiteError(f"split scheme {self.scheme!r} is not one of {', '.join(SPLIT_SCHEMES)}")
+        if self.attack_set not in ("protocol", "full"):
+            raise SuiteError(f"attack_set {self.attack_set!r} is not one of protocol, full")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
