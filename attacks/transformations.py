@@ -7,6 +7,10 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+
+from attacks.resources import prepare_textattack_env
+
+prepare_textattack_env()  # TextAttack's import needs the offline NLTK data in place
 from textattack.transformations import WordSwap
 from textattack.transformations.word_swaps import WordSwapHomoglyphSwap
 

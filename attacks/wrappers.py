@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+
+from attacks.resources import prepare_textattack_env
+
+prepare_textattack_env()  # TextAttack's import needs the offline NLTK data in place
 from textattack.models.wrappers import ModelWrapper
 
 from suite.models.base import TextClassifier

@@ -112,6 +112,8 @@ def tmp_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MirrorBuilder
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """chdir into ``tmp_path`` so MLflow's default store (./mlflow.db, ./mlruns) is private."""
+    """chdir into ``tmp_path`` so MLflow's default store (./mlflow.db, ./mlruns) is private;
+    attack results are cached there too, so no test is served from another run's cache."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
