@@ -5,10 +5,13 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # WordNet 3.0 for PWWS (Debian packages; needs root). Skipped with a note otherwise:
 # 'suite doctor' then reports wordnet missing.
+# Headless Chromium + chromedriver for the leaderboard browser test (Debian packages).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   bash scripts/install_wordnet.sh
+  bash scripts/install_browser.sh
 else
-  echo "note: not root; run 'sudo bash scripts/install_wordnet.sh' for PWWS (WordNet)" >&2
+  echo "note: not root; run 'sudo bash scripts/install_wordnet.sh' for PWWS (WordNet) and" \
+       "'sudo bash scripts/install_browser.sh' for the leaderboard browser test" >&2
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 . .venv/bin/activate

@@ -180,7 +180,9 @@ class Job:
     @property
     def attack_set_size(self) -> int | None:
         """Examples to attack: the protocol's size, or None for the full test split."""
-        return None if self.split.attack_set == "full" else self.protocol.attack_set_size
+        if self.split.attack_set == "full":
+            return None
+        return self.split.attack_set_size or self.protocol.attack_set_size
 
     def config_hash(self, data_digests: Mapping[str, str] | None = None) -> str:
         """sha256 of the resolved config (and the data files' digests): the trained model's identity.
@@ -190,7 +192,7 @@ class Job:
         """
         config = self.resolved()
         config["protocol"] = {k: v for k, v in config["protocol"].items() if not k.startswith("attack_set")}
-        config["split"] = {k: v for k, v in config["split"].items() if k != "attack_set"}
+        config["split"] = {k: v for k, v in config["split"].items() if not k.startswith("attack_set")}
         payload = {"config": config, "data": dict(sorted((data_digests or {}).items()))}
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -265,3 +265,21 @@ def test_cli_list_datasets(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("datasets:")
     assert "sst2_sentence" in out and "advglue_qnli" in out
+
+
+def test_attack_set_size_selects_a_subset_of_the_pinned_draw_without_changing_the_model(tmp_path: Path) -> None:
+    from suite.data.examples import Example
+    from suite.protocol import pin_attack_set
+
+    full = load_profile(write_profile(tmp_path, GOOD))
+    sub = load_profile(write_profile(tmp_path, GOOD.replace("sst2_sentence: {}", "sst2_sentence: {attack_set_size: 4}")))
+    job_full = expand_jobs(full, datasets=["sst2_sentence"], backbones=["cnn"], seeds=[0])[0]
+    job_sub = expand_jobs(sub, datasets=["sst2_sentence"], backbones=["cnn"], seeds=[0])[0]
+    assert (job_full.attack_set_size, job_sub.attack_set_size) == (10, 4)
+    assert job_full.config_hash() == job_sub.config_hash()  # same trained model, attacked on fewer examples
+    test = [Example(id=f"toy/{i}", texts=(f"text {i}",), label=i % 2) for i in range(50)]
+    first = pin_attack_set("toy", test, job_sub.attack_set_size, seed=6, check_committed=False)
+    pinned = pin_attack_set("toy", test, job_full.attack_set_size, seed=6, check_committed=False)
+    assert len(first.ids) == 4 and set(first.ids) < set(pinned.ids)
+    with pytest.raises(SuiteError, match="attack_set_size"):
+        SplitOptions(attack_set="full", attack_set_size=4)

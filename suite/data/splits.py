@@ -38,12 +38,17 @@ class SplitOptions:
     validation_limit: int | None = None
     test_limit: int | None = None  # smoke only: Clean% then is not on the full test split
     attack_set: str = "protocol"  # protocol: protocol.attack_set_size examples; full: the whole test split
+    # protocol only: attack the first N examples of the protocol's seeded draw instead (a subset of
+    # the pinned set, e.g. where the full set does not fit a CPU session); recorded with the run
+    attack_set_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in SPLIT_SCHEMES:
             raise SuiteError(f"split scheme {self.scheme!r} is not one of {', '.join(SPLIT_SCHEMES)}")
         if self.attack_set not in ("protocol", "full"):
             raise SuiteError(f"attack_set {self.attack_set!r} is not one of protocol, full")
+        if self.attack_set_size is not None and (self.attack_set == "full" or self.attack_set_size < 1):
+            raise SuiteError(f"attack_set_size {self.attack_set_size} needs attack_set: protocol and a size >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -1,0 +1,367 @@
+"""Leaderboard entries: finished MLflow runs aggregated per (defense, dataset, backbone, profile).
+
+One JSON file per entry, RobustBench style: the reproduced metrics as mean ± std over seeds (with
+n and the per-seed values), the matching published values beside each (``leaderboard.compare``),
+the attack variants and substitutions used, protocol and policy versions, MLflow run ids,
+environment, git commits and the resolved config. Output is deterministic (sorted keys, stable
+file names, no timestamps) so that re-collecting the same store gives byte-identical files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from leaderboard.compare import Cell, PublishedLike, compare_cell, stock_counterpart
+from leaderboard.tolerance import NO_PUBLISHED, STATUSES, Policy
+from suite.errors import SuiteError
+
+SCHEMA = "suite-leaderboard-entry/1"
+# Run-level metrics -> leaderboard metric (eval attack "none").
+RUN_METRICS = {"clean_accuracy": "clean", "mean_epoch_time_s": "epoch_time",
+               "best_validation_accuracy": "best_validation"}
+# Per-attack metric keys -> leaderboard metric. ``accuracy`` is what k-PGD (accuracy under the
+# embedding-space attack) and AdvGLUE (accuracy on adversarial inputs) log: accuracy under attack.
+ATTACK_METRICS = {"aua": "aua", "suc": "suc", "queries": "queries", "accuracy": "aua",
+                  "cosine": "cosine", "euclidean": "euclidean"}
+# Metrics set beside published values; the others are recorded only.
+COMPARED = ("clean", "epoch_time", "aua", "suc", "queries", "cosine", "euclidean")
+UNITS = {"clean": "%", "aua": "%", "suc": "%", "best_validation": "%", "queries": "queries", "epoch_time": "s",
+         "attack_seconds": "s", "clean_attacked_set": "%"}
+TRAIN_ATTACK_KEYS = ("train_attack", "attack")  # defense-config keys naming a discrete training attack
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the leaderboard reads from one FINISHED suite run (see suite/runner.py, attack_stage.py)."""
+
+    run_id: str
+    experiment: str
+    start_time: int
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    params: dict[str, str] = field(default_factory=dict)
+    job: dict[str, Any] | None = None  # artifact job.json
+    environment: dict[str, Any] | None = None  # artifact environment.json
+    attack_summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # artifacts attacks/<name>.json
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunRecord":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        t = self.tags
+        return t["suite.defense"], t["suite.dataset"], t["suite.backbone"], t["suite.profile"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.tags.get("suite.seed", self.params.get("seed", -1)))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config (job.json), else the flattened params when the artifact is missing."""
+        if self.job and "config" in self.job:
+            return dict(self.job["config"])
+        return dict(self.params)
+
+    def attacks(self) -> list[str]:
+        return sorted(k[len("attack."):-len(".hash")] for k in self.tags
+                      if k.startswith("attack.") and k.endswith(".hash"))
+
+
+# --- reading MLflow ------------------------------------------------------------------------------
+
+def _artifact_json(client: Any, run_id: str, path: str, dst: Path) -> dict[str, Any] | None:
+    try:
+        local = client.download_artifacts(run_id, path, str(dst))
+    except Exception:  # a run whose artifact store is gone still has its tags / metrics / params
+        return None
+    return json.loads(Path(local).read_text(encoding="utf-8"))
+
+
+def read_runs(tracking_uri: str) -> list[RunRecord]:
+    """Every FINISHED run that carries the suite's tags, in every active experiment of the store."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri)
+        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+    except Exception as exc:
+        raise SuiteError(f"cannot open MLflow tracking store {tracking_uri} ({exc.__class__.__name__}: "
+                         f"{(str(exc).splitlines() or [''])[0]}); check --tracking-uri") from None
+    records: list[RunRecord] = []
+    if not experiments:
+        return records
+    runs, token = [], None
+    while True:
+        page = client.search_runs(list(experiments), filter_string="attributes.status = 'FINISHED'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    with tempfile.TemporaryDirectory(prefix="suite-leaderboard-") as tmp:
+        for run in runs:
+            tags = dict(run.data.tags)
+            if not {"suite.defense", "suite.dataset", "suite.backbone", "suite.profile"} <= set(tags):
+                continue  # not a suite training run
+            rid = run.info.run_id
+            dst = Path(tmp) / rid
+            dst.mkdir()
+            attack_names = sorted(k[len("attack."):-len(".hash")] for k in tags
+                                  if k.startswith("attack.") and k.endswith(".hash"))
+            summaries = {}
+            for name in attack_names:
+                summary = _artifact_json(client, rid, f"attacks/{name}.json", dst)
+                if summary is not None:
+                    summaries[name] = summary
+            records.append(RunRecord(
+                run_id=rid, experiment=experiments.get(run.info.experiment_id, run.info.experiment_id),
+                start_time=int(run.info.start_time or 0), tags=tags, metrics=dict(run.data.metrics),
+                params=dict(run.data.params), job=_artifact_json(client, rid, "job.json", dst),
+                environment=_artifact_json(client, rid, "environment.json", dst), attack_summaries=summaries))
+    return records
+
+
+# --- aggregation ---------------------------------------------------------------------------------
+
+def _clean(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 6)
+
+
+def aggregate(values: Sequence[tuple[int, float | None]], unit: str | None = None) -> dict[str, Any]:
+    """Mean ± sample std (n - 1 in the denominator; None for one seed) over the seeds' values.
+
+    NaN / missing values are kept in ``values`` as null and left out of mean, std and n.
+    """
+    per_seed = [{"seed": s, "value": _clean(v)} for s, v in sorted(values, key=lambda sv: sv[0])]
+    present = [p["value"] for p in per_seed if p["value"] is not None]
+    out: dict[str, Any] = {"n": len(present), "values": per_seed,
+                           "mean": _clean(statistics.fmean(present)) if present else None,
+                           "std": _clean(statistics.stdev(present)) if len(present) > 1 else None}
+    if unit:
+        out["unit"] = unit
+    return out
+
+
+def slug(name: str) -> str:
+    """A file-name-safe, stable form of ``name``; names that had to change get a short hash suffix."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-.") or "x"
+    return safe if safe == name else f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def entry_id(defense: str, dataset: str, backbone: str, profile: str) -> str:
+    return "__".join(slug(p) for p in (profile, dataset, backbone, defense))
+
+
+def _train_attack(config: Mapping[str, Any]) -> str | None:
+    defense_config = config.get("defense_config")
+    for key in TRAIN_ATTACK_KEYS:
+        value = defense_config.get(key) if isinstance(defense_config, Mapping) else config.get(f"defense_config.{key}")
+        if value not in (None, "", "None"):
+            return str(value)
+    return None
+
+
+def _fingerprint(run: RunRecord) -> str:
+    config = {k: v for k, v in run.config.items() if k != "seed"}
+    data = (run.job or {}).get("data_sha256", {})
+    return json.dumps({"config": config, "data": data}, sort_keys=True, default=str)
+
+
+def _differing_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            keys.extend(_differing_keys(va, vb, f"{prefix}{k}."))
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def select_runs(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[dict[str, Any]]]:
+    """The runs an entry is made of, and the excluded ones with the reason.
+
+    The entry's configuration is that of its most recent run; runs with another configuration (or
+    other data digests) are excluded, and of several runs of one seed only the most recent counts.
+    """
+    latest_first = sorted(runs, key=lambda r: (r.start_time, r.run_id), reverse=True)
+    reference = latest_first[0]
+    fingerprint = _fingerprint(reference)
+    kept: dict[int, RunRecord] = {}
+    excluded = []
+    for run in latest_first:
+        if _fingerprint(run) != fingerprint:
+            ours = {k: v for k, v in reference.config.items() if k != "seed"}
+            theirs = {k: v for k, v in run.config.items() if k != "seed"}
+            keys = _differing_keys(ours, theirs) or ["data_sha256"]
+            excluded.append({"run_id": run.run_id, "seed": run.seed,
+                             "reason": f"configuration differs from the entry's latest run ({', '.join(keys[:5])})"})
+        elif run.seed in kept:
+            excluded.append({"run_id": run.run_id, "seed": run.seed,
+                             "reason": f"superseded by the later run {kept[run.seed].run_id} of seed {run.seed}"})
+        else:
+            kept[run.seed] = run
+    return [kept[s] for s in sorted(kept)], sorted(excluded, key=lambda e: (e["seed"], e["run_id"]))
+
+
+def _substitutions(run: RunRecord) -> list[str]:
+    if run.job and isinstance(run.job.get("substitutions"), list):
+        return [str(s) for s in run.job["substitutions"]]
+    tag = run.tags.get("substitutions", "none")
+    return [] if tag == "none" else [s for s in tag.split("; ") if s]
+
+
+def _attack_settings(run: RunRecord, attack: str) -> dict[str, Any] | None:
+    summary = run.attack_summaries.get(attack)
+    if summary is None or not isinstance(summary.get("settings"), Mapping):
+        return None
+    settings = summary["settings"]
+    out = dict(settings.get("settings") or {})
+    for key in ("query_budget", "evaluation_set"):  # TextAttack's budget; AdvGLUE's adversarial set
+        if key in settings:
+            out[key] = settings[key]
+    return out
+
+
+def _attack_info(runs: Sequence[RunRecord], attack: str) -> dict[str, Any]:
+    having = [r for r in runs if f"attack.{attack}.hash" in r.tags]
+    variants = sorted({r.tags.get(f"attack.{attack}.variant", "stock") for r in having})
+    hashes = sorted({r.tags[f"attack.{attack}.hash"] for r in having})
+    settings = [_attack_settings(r, attack) for r in having]
+    consistent = len(hashes) == 1 and all(s is not None and s == settings[0] for s in settings)
+    compared_as, registered_variant, registered_subs = stock_counterpart(attack)
+    sub_tags = {r.tags.get(f"attack.{attack}.substitutions", "none") for r in having}
+    substitutions = sorted({s for t in sub_tags if t != "none" for s in t.split("; ") if s}) or list(registered_subs)
+    return {"variant": variants[0] if len(variants) == 1 else "mixed", "hashes": hashes,
+            "compared_as": compared_as, "substitutions": substitutions,
+            "settings": settings[0] if consistent else None, "runs": [r.run_id for r in having]}
+
+
+def _with_published(stat: dict[str, Any], cell: Cell, published: Sequence[PublishedLike], policy: Policy,
+                    summary: dict[str, int]) -> dict[str, Any]:
+    rows = compare_cell(cell, stat["mean"], published, policy)
+    stat["published"] = rows
+    if not rows:
+        stat["status"] = NO_PUBLISHED
+        summary[NO_PUBLISHED] += 1
+    for row in rows:
+        summary[row["status"]] += 1
+    return stat
+
+
+def build_entry(runs: Sequence[RunRecord], published: Sequence[PublishedLike], policy: Policy) -> dict[str, Any]:
+    """One leaderboard entry from the runs of one (defense, dataset, backbone, profile)."""
+    if len({r.key for r in runs}) != 1:
+        raise ValueError("build_entry needs the runs of exactly one (defense, dataset, backbone, profile)")
+    defense, dataset, backbone, profile = runs[0].key
+    kept, excluded = select_runs(runs)
+    config = {k: v for k, v in kept[-1].config.items() if k != "seed"}
+    profile_version = config.get("profile_version")
+    profile_version = int(profile_version) if str(profile_version).isdigit() else None
+    train_attack = _train_attack(config)
+    summary = {s: 0 for s in STATUSES}
+    base = dict(profile=profile, profile_version=profile_version, dataset=dataset, backbone=backbone,
+                defense=defense, train_attack=train_attack)
+    defense_config = config.get("defense_config")
+    cell_base = dict(base, defense_config=defense_config if isinstance(defense_config, Mapping) else {})
+
+    metrics = {}
+    for key, name in RUN_METRICS.items():
+        values = [(r.seed, r.metrics[key]) for r in kept if key in r.metrics]
+        if values:
+            stat = aggregate(values, UNITS.get(name))
+            metrics[name] = (_with_published(stat, Cell(**cell_base, metric=name), published, policy, summary)
+                             if name in COMPARED else stat)
+
+    attacks = {}
+    for attack in sorted({a for r in kept for a in r.attacks()}):
+        info = _attack_info(kept, attack)
+        keys = sorted({k.split(".", 1)[1] for r in kept for k in r.metrics if k.startswith(f"{attack}.")})
+        attack_metrics = {}
+        for key in keys:
+            name = ATTACK_METRICS.get(key, key)
+            stat = aggregate([(r.seed, r.metrics[f"{attack}.{key}"]) for r in kept if f"{attack}.{key}" in r.metrics],
+                             UNITS.get(name))
+            if name in COMPARED:
+                cell = Cell(**cell_base, metric=name, eval_attack=attack, compared_as=info["compared_as"],
+                            attack_variant=info["variant"], attack_substitutions=tuple(info["substitutions"]),
+                            attack_settings=info["settings"])
+                stat = _with_published(stat, cell, published, policy, summary)
+            attack_metrics[name] = stat
+        attacks[attack] = {**info, "metrics": attack_metrics}
+
+    substitutions = sorted({s for r in kept for s in _substitutions(r)})
+    return {
+        "schema": SCHEMA, "id": entry_id(defense, dataset, backbone, profile),
+        **base, "protocol_version": str(config.get("protocol_version", "unknown")),
+        "config": config, "config_source": "job.json" if all(r.job for r in kept) else "params (job.json missing)",
+        "data_sha256": (kept[-1].job or {}).get("data_sha256"),
+        "substitutions": substitutions, "seeds": [r.seed for r in kept],
+        "runs": [{"run_id": r.run_id, "seed": r.seed, "experiment": r.experiment,
+                  "config_hash": r.tags.get("config_hash"), "git_commit": r.tags.get("git_commit"),
+                  "device": r.tags.get("device"), "checkpoint_sha256": r.tags.get("checkpoint_sha256"),
+                  "environment": r.environment} for r in kept],
+        "excluded_runs": excluded,
+        "git_commits": sorted({r.tags.get("git_commit", "unknown") for r in kept}),
+        "metrics": metrics, "attacks": attacks, "tolerances": policy.record(), "summary": summary,
+    }
+
+
+def build_entries(runs: Iterable[RunRecord], published: Sequence[PublishedLike], policy: Policy) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, str, str], list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(run.key, []).append(run)
+    return [build_entry(groups[k], published, policy) for k in sorted(groups)]
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+def dumps(entry: Mapping[str, Any]) -> str:
+    return json.dumps(entry, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_entries(entries: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
+    """Write one ``<id>.json`` per entry; entry files of earlier collects that are gone are removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for entry in entries:
+        path = out / f"{entry['id']}.json"
+        path.write_text(dumps(entry), encoding="utf-8")
+        written.append(path)
+    for old in out.glob("*.json"):
+        if old not in written and _is_entry(old):
+            old.unlink()
+    return written
+
+
+def _is_entry(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("schema") == SCHEMA
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_entries(folder: Path) -> list[dict[str, Any]]:
+    """Every entry JSON under ``folder``, sorted by (dataset, profile, backbone, defense)."""
+    if not folder.is_dir():
+        raise SuiteError(f"entries folder {folder} not found; run 'suite leaderboard collect --out {folder}' first")
+    entries = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise SuiteError(f"{path}: not valid JSON ({exc}); re-run 'suite leaderboard collect'") from None
+        if isinstance(data, dict) and data.get("schema") == SCHEMA:
+            entries.append(data)
+    if not entries:
+        raise SuiteError(f"no leaderboard entries ({SCHEMA}) in {folder}; run 'suite leaderboard collect' first")
+    return sorted(entries, key=lambda e: (e["dataset"], e["profile"], e["backbone"], e["defense"]))
