@@ -164,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_pin.add_argument("--size", type=int, default=1000)
     p_pin.add_argument("--seed", type=int, default=2024)
     p_pin.set_defaults(func=_cmd_pin)
+
+    from leaderboard.cli import add_parser as add_leaderboard_parser
+
+    add_leaderboard_parser(sub)  # suite leaderboard collect | build | show
+
+    from suite.check import add_parser as add_check_parser
+
+    add_check_parser(sub)  # suite check: fail when a reproduced number drifted
     return parser
 
 

@@ -98,6 +98,20 @@ class Override:
 
 
 @dataclass(frozen=True)
+class GridBlock:
+    """Cells a profile runs: datasets x backbones x defenses (an empty list: all of the profile's)."""
+
+    datasets: tuple[str, ...] = ()
+    backbones: tuple[str, ...] = ()
+    defenses: tuple[str, ...] = ()
+
+    def admits(self, dataset: str, backbone: str, defense: str, wildcard: Mapping[str, bool]) -> bool:
+        here = {"datasets": dataset, "backbones": backbone, "defenses": defense}
+        return all(wildcard.get(dim, False) or not getattr(self, dim) or value in getattr(self, dim)
+                   for dim, value in here.items())
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     version: int
@@ -110,6 +124,8 @@ class Profile:
     attacks: tuple[str, ...] = ()
     train: dict[str, Any] = field(default_factory=dict)
     overrides: tuple[Override, ...] = ()
+    # Optional: the profile runs only the cells of these blocks, not the full product
+    grid: tuple[GridBlock, ...] = ()
     source: str = ""
 
 
@@ -134,6 +150,13 @@ def load_profile(name_or_path: str) -> Profile:
     raw["seeds"] = tuple(raw.get("seeds", (0,)))
     raw["attacks"] = tuple(raw.get("attacks", ()))
     raw["overrides"] = tuple(from_mapping(Override, o, f"{where}: overrides") for o in raw.get("overrides", ()))
+    raw["grid"] = tuple(from_mapping(GridBlock, b, f"{where}: grid") for b in raw.get("grid", ()))
+    for block in raw["grid"]:
+        for dim in ("datasets", "backbones", "defenses"):
+            unknown = [n for n in getattr(block, dim) if n not in (raw.get(dim) or {})]
+            if unknown:
+                raise SuiteError(f"{where}: grid lists {dim} {', '.join(unknown)} that the profile does not configure; "
+                                 f"add them under '{dim}:'")
     for key in ("datasets", "backbones", "defenses"):
         raw[key] = {k: dict(v or {}) for k, v in (raw.get(key) or {}).items()}
     raw.setdefault("source", where)

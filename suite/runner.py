@@ -40,7 +40,9 @@ def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, data
     """The job grid datasets x backbones x defenses x seeds, each fully resolved.
 
     Names not in the profile are allowed (they get the profile's general settings), so a
-    single cell can be run under any profile.
+    single cell can be run under any profile. A profile with a ``grid`` runs only the cells its
+    blocks admit; a dimension named on the command line with a value the profile does not
+    configure is not restricted by the grid.
     """
     chosen_defenses = _select(defenses, profile.defenses, DEFENSES, "defense")
     chosen_datasets = _select(datasets, profile.datasets, DATASETS, "dataset")
@@ -68,6 +70,10 @@ def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, data
                 train_cfg = from_mapping(TrainConfig, train_settings, f"{profile.source}: train settings of {backbone}")
                 defense_cls = DEFENSES.get(defense)
                 defense_cfg = from_mapping(defense_cls.Config, defense_settings, f"{profile.source}: defenses.{defense}")
+                wildcard = {"datasets": dataset not in profile.datasets, "backbones": backbone not in profile.backbones,
+                            "defenses": defense not in profile.defenses}
+                if profile.grid and not any(b.admits(dataset, backbone, defense, wildcard) for b in profile.grid):
+                    continue
                 for seed in (list(seeds) if seeds else profile.seeds):
                     jobs.append(Job(
                         profile=profile.name, profile_version=profile.version, dataset=dataset, split=split,
@@ -75,6 +81,9 @@ def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, data
                         defense_config=dataclasses.asdict(defense_cfg), seed=int(seed), protocol=profile.protocol,
                         attacks=profile.attacks,
                     ))
+    if not jobs:
+        raise SuiteError(f"{profile.source}: the selection matches no cell of the profile's grid; "
+                         "see 'suite run --profile ... --all --dry-run' for its cells")
     return jobs
 
 

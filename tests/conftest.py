@@ -10,6 +10,12 @@ from typing import Any, Callable
 
 import pytest
 
+# nltk binds sys.stderr as the default error stream of nltk.download when it is first imported.
+# TextAttack's PWWS calls nltk.download("omw-1.4") (which fails offline and prints why); if nltk
+# were first imported inside a test that captures output (capsys), later tests would print to
+# that test's closed stream ("I/O operation on closed file"). Import it once, session-wide.
+import nltk  # noqa: F401,E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -117,3 +123,27 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
+
+
+@pytest.fixture
+def finished_smoke_run(workdir: Path):
+    """``load(defense)`` -> (run, client): the one FINISHED smoke-profile run of ``defense`` in the
+    workdir's MLflow store, after checking what every smoke cell attacked with PWWS must log."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    def load(defense: str):
+        uri = f"sqlite:///{workdir / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        runs = mlflow.search_runs(experiment_ids=[mlflow.get_experiment_by_name("suite-smoke").experiment_id],
+                                  output_format="list")
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        run = runs[0]
+        metrics = run.data.metrics
+        assert run.data.tags["suite.defense"] == defense
+        assert 0.0 <= metrics["clean_accuracy"] <= 100.0 and 0.0 <= metrics["pwws.aua"] <= 100.0
+        assert metrics["pwws.n"] == 20
+        return run, client
+
+    return load

@@ -210,10 +210,12 @@ def test_committed_profiles_load_and_expand() -> None:
         assert profile.name == name
         jobs = expand_jobs(profile)
         n = len(profile.datasets) * len(profile.backbones) * len(profile.defenses) * len(profile.seeds)
-        assert len(jobs) == n > 0
-        assert len({j.config_hash() for j in jobs}) == n  # every cell is a distinct job
-        sizes[name] = n
-    assert sizes == {"smoke": 6, "cpu": 18, "paper": 72}
+        assert 0 < len(jobs) <= n and (len(jobs) == n or profile.grid)
+        assert len({j.config_hash() for j in jobs}) == len(jobs)  # every cell is a distinct job
+        sizes[name] = len(jobs)
+    # smoke: 13 defenses x (cnn, minilm-l6) on sst2_sentence + finetune on the other 4 cells;
+    # cpu: FLAT anchor 2 x 2 + MiniLM sst2_sentence 1 + MiniLM sst2 x 7 defenses, 3 seeds each
+    assert sizes == {"smoke": 13 * 2 + 4, "cpu": (4 + 1 + 7) * 3, "paper": 72}
 
 
 def test_paper_profile_override_applies_to_imdb_only() -> None:
@@ -229,10 +231,11 @@ def test_cli_dry_run_prints_the_grid(capsys: pytest.CaptureFixture[str]) -> None
     code = main(["run", "--profile", "smoke", "--all", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "profile smoke v1: 6 job(s)" in out
-    lines = [line for line in out.splitlines() if line.startswith("finetune")]
-    assert len(lines) == 6
+    assert "profile smoke v1: 30 job(s)" in out
+    lines = [line for line in out.splitlines() if line.startswith("finetune ")]
+    assert len(lines) == 6  # finetune on every dataset x backbone
     assert any("trec" in line and "lstm" in line for line in lines)
+    assert not any(line.startswith("pgd ") and "trec" in line for line in out.splitlines())  # outside the grid
 
 
 def test_cli_dry_run_of_one_cell(capsys: pytest.CaptureFixture[str]) -> None:
@@ -283,3 +286,21 @@ def test_attack_set_size_selects_a_subset_of_the_pinned_draw_without_changing_th
     assert len(first.ids) == 4 and set(first.ids) < set(pinned.ids)
     with pytest.raises(SuiteError, match="attack_set_size"):
         SplitOptions(attack_set="full", attack_set_size=4)
+
+
+def test_grid_restricts_the_profile_cells_but_not_cells_named_outside_it(tmp_path: Path) -> None:
+    body = GOOD + """\
+    grid:
+      - {datasets: [trec], backbones: [cnn]}
+      - {datasets: [sst2_sentence], backbones: [lstm]}
+"""
+    profile = load_profile(write_profile(tmp_path, body))
+    cells = {(j.dataset, j.backbone) for j in expand_jobs(profile)}
+    assert cells == {("trec", "cnn"), ("sst2_sentence", "lstm")}
+    # mr is not configured by the profile: the grid does not restrict the dataset dimension for it
+    assert {(j.dataset, j.backbone) for j in expand_jobs(profile, datasets=["mr"])} == {("mr", "cnn"), ("mr", "lstm")}
+    with pytest.raises(SuiteError, match="matches no cell of the profile's grid"):
+        expand_jobs(profile, datasets=["trec"], backbones=["lstm"])
+    bad = body.replace("backbones: [lstm]}", "backbones: [lstn]}")
+    with pytest.raises(SuiteError, match="grid lists backbones lstn"):
+        load_profile(write_profile(tmp_path, bad))
