@@ -12,34 +12,4 @@
 set -euo pipefail
 
 PACKAGES=(wordnet-base wordnet-sense-index)
-
-installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
-}
-
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    installed "$pkg" || missing+=("$pkg")
-done
-
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install_wordnet: already installed: ${PACKAGES[*]}"
-    exit 0
-fi
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "install_wordnet: must run as root to install: ${missing[*]} (try: sudo $0)" >&2
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-# Refresh the package lists only when apt does not know the packages yet.
-if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
-    apt-get update
-fi
-apt-get install -y --no-install-recommends "${missing[@]}"
-
-for pkg in "${PACKAGES[@]}"; do
-    installed "$pkg" || { echo "install_wordnet: $pkg failed to install" >&2; exit 1; }
-done
-echo "install_wordnet: installed ${missing[*]}"
+bash "$(dirname "$0")/apt_install.sh" install_wordnet "${PACKAGES[@]}"

@@ -6,6 +6,7 @@ import ast
 import inspect
 import json
 import math
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -487,7 +488,7 @@ def _artifact_paths(client: Any, run_id: str, path: str | None = None) -> set[st
 
 @pytest.mark.slow
 def test_cli_runs_attacks_and_reports_the_one_that_cannot(workdir: Path, resources: Path, resource_mirror: Path,
-                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          monkeypatch: pytest.MonkeyPatch, _attack_env: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     _need_debian_wordnet()
     import mlflow
@@ -495,7 +496,10 @@ def test_cli_runs_attacks_and_reports_the_one_that_cannot(workdir: Path, resourc
 
     from suite.cli import main
 
-    monkeypatch.setenv("SUITE_CACHE_DIR", str(workdir / "suite-cache"))
+    # The module's cache keeps its NLTK data (corpora nltk already loaded from there stay valid);
+    # only its attack results are dropped, so the attacks really run.
+    monkeypatch.setenv("SUITE_CACHE_DIR", str(_attack_env))
+    shutil.rmtree(_attack_env / "attacks", ignore_errors=True)
     code = main(["run", "--profile", "smoke", "--defense", "finetune", "--dataset", "trec", "--backbone", "cnn",
                  "--attack", "pwws", "--attack", "k-pgd", "--attack", "bae"])
     err = capsys.readouterr().err
