@@ -5,13 +5,14 @@ BERT-base / GPU); here the backbone and data are small, so absolute seconds mean
 the ratio (number of forward/backward passes per step) is what carries over.
 
     OMP_NUM_THREADS=1 python -m pytest benchmarks -q --benchmark-only \
-        [--backbone cnn|minilm-l6] [--bench-examples 256]
+        [--backbone cnn|minilm-l6] [--bench-examples 256] [--adv-steps 5]
 
 Each defense's ``extra_info`` holds ``ratio_to_finetune`` (median epoch time / finetune's).
 Needs the offline dataset mirror (``$SUITE_DATA_DIR``).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -51,13 +52,16 @@ def test_epoch_time(benchmark, splits, defense_name: str, epoch_medians: dict[st
     cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-3 if backbone in ("cnn", "lstm") else 5e-5,
                       select="last", cpu_threads=1)
     cls = DEFENSES.get(defense_name)
+    steps = request.config.getoption("--adv-steps")
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    options = {name: steps for name in ("adv_steps", "steps") if steps and name in fields}
 
     epoch_seconds: list[float] = []
 
     def one_epoch() -> None:
         seed_everything(0)
         model, _ = build_backbone(backbone, splits, 0)
-        defense = cls(cls.Config(), model)
+        defense = cls(cls.Config(**options), model)
         context = TrainingContext(train=splits.train, validation=splits.validation, device=torch.device("cpu"), seed=0)
         epoch_seconds.append(train(defense, context, cfg).epoch_seconds[0])
 
@@ -68,6 +72,7 @@ def test_epoch_time(benchmark, splits, defense_name: str, epoch_medians: dict[st
     median = sorted(epoch_seconds)[len(epoch_seconds) // 2]
     epoch_medians[defense_name] = median
     benchmark.extra_info["backbone"] = backbone
+    benchmark.extra_info["options"] = options
     benchmark.extra_info["train_examples"] = len(splits.train)
     benchmark.extra_info["epoch_seconds_median"] = round(median, 4)
     if BASELINE in epoch_medians:
