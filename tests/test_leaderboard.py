@@ -12,7 +12,6 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from leaderboard.compare import Cell, candidates, compare, compare_cell, reason_
 from leaderboard.entries import (RunRecord, aggregate, build_entries, dumps, entry_id, load_entries, select_runs, slug,
                                  write_entries)
 from leaderboard.html import build_site, scatter
+from leaderboard.published import PublishedResult
 from leaderboard.show import render
 from leaderboard.tolerance import DEVIATES, NO_PUBLISHED, NOT_COMPARABLE, REPRODUCED, judge, load_policy, parse_policy
 from suite.errors import SuiteError
@@ -30,24 +30,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
 XSS = '<script>alert(1)</script>&"'
 
 
-@dataclass(frozen=True)
-class Pub:
-    """Stand-in with leaderboard.published.PublishedResult's fields (the registry is tested apart)."""
-
-    paper: str
-    table: str
-    dataset: str
-    backbone: str
-    defense: str
-    train_attack: str | None
-    eval_attack: str
-    metric: str
-    value: float
-    value_text: str
-    std: float | None = None
-    flags: tuple[str, ...] = ()
-    note: str | None = None
-    settings: dict[str, Any] | None = None
+Pub = PublishedResult  # fixture records are built directly (the registry's loader is tested apart)
 
 
 def fixture_published() -> list[Pub]:
