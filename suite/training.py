@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -32,7 +33,9 @@ def predict(model: TextClassifier, examples: Sequence[Example], batch_size: int,
     model.eval()
     preds: list[int] = []
     starts = range(0, len(examples), batch_size)
-    for start in tqdm(starts, desc=desc, leave=False, disable=desc is None):
+    # an explicit disable= overrides tqdm's TQDM_DISABLE default, so honour the variable here
+    quiet = desc is None or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+    for start in tqdm(starts, desc=desc, leave=False, disable=quiet):
         chunk = examples[start:start + batch_size]
         preds.extend(model(make_batch(model, chunk, device)).logits.argmax(-1).tolist())
     model.train(was_training)
