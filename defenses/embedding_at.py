@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
-from defenses.perturbation import normalize_gradient, per_example_norm, project, random_init, token_mask
+from defenses.perturbation import normalize_gradient, per_example_norm, project, random_init, step_generator, token_mask
 from suite.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
@@ -128,10 +128,6 @@ def adversarial_loss(model: TextClassifier, embeds: torch.Tensor, batch: Batch) 
     """Mean cross-entropy of ``batch`` run from (perturbed) input embeddings."""
     return F.cross_entropy(model.forward_embeddings(embeds, batch).logits, batch["labels"])
 
-
-def step_generator(context: TrainingContext) -> torch.Generator:
-    """A CPU generator for this training step's random start: same seed and step, same noise."""
-    return torch.Generator().manual_seed(int(context.seed) * 1_000_003 + int(context.global_step))
 
 
 class EmbeddingAT(Defense):

@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
-from defenses.perturbation import normalize_gradient, project, random_init, token_mask
+from defenses.perturbation import normalize_gradient, project, random_init, step_generator, token_mask
 from suite.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
@@ -127,10 +127,6 @@ def anchored_positions(grad: torch.Tensor, attention_mask: torch.Tensor, cl: flo
     chosen = (rank >= low[:, None]) & (rank < high[:, None])
     return chosen.nonzero()[:, 0], order[chosen]
 
-
-def step_generator(context: TrainingContext) -> torch.Generator:
-    """This step's generator (random start, pair shuffles): a function of (seed, global_step) only."""
-    return torch.Generator().manual_seed(context.seed * 1_000_003 + context.global_step)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,14 @@ real tokens, as in FreeLB (Zhu et al. 2020, Alg. 1) and TA-VAT; the L2 ball is t
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from suite.models.base import Batch
+
+if TYPE_CHECKING:
+    from defenses.base import TrainingContext
 
 
 def token_mask(batch: Batch, like: torch.Tensor) -> torch.Tensor:
@@ -53,3 +58,9 @@ def random_init(embeds: torch.Tensor, mask: torch.Tensor, magnitude: float, norm
         return noise * magnitude
     dims = (mask.flatten(1).sum(dim=1) * embeds.shape[-1]).clamp_min(1).view(-1, 1, 1)
     return noise * magnitude / dims.sqrt()
+
+
+def step_generator(context: "TrainingContext") -> torch.Generator:
+    """This training step's CPU generator (random starts, shuffles): a function of (seed,
+    global_step) only, so a re-run draws the same noise."""
+    return torch.Generator().manual_seed(int(context.seed) * 1_000_003 + int(context.global_step))

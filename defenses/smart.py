@@ -46,7 +46,8 @@ import torch
 import torch.nn.functional as F
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
-from defenses.trades import SharedDropout, ascend_divergence, check_perturbation_settings, kl_divergence, step_generator
+from defenses.perturbation import step_generator
+from defenses.trades import SharedDropout, ascend_divergence, check_perturbation_settings, kl_divergence
 from suite.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 

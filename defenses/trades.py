@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
-from defenses.perturbation import normalize_gradient, project, random_init, token_mask
+from defenses.perturbation import normalize_gradient, project, random_init, step_generator, token_mask
 from suite.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
@@ -77,10 +77,6 @@ class SharedDropout:
         if self.cuda_state is not None:
             torch.cuda.set_rng_state(self.cuda_state, self.device)
 
-
-def step_generator(context: TrainingContext) -> torch.Generator:
-    """A generator for this step's random start: a function of (seed, global_step) only."""
-    return torch.Generator().manual_seed(context.seed * 1_000_003 + context.global_step)
 
 
 def ascend_divergence(model: TextClassifier, embeds: torch.Tensor, batch: Batch, target_logits: torch.Tensor,

@@ -21,28 +21,14 @@ Otherwise the pairing is ``not comparable`` with the first failing rule as its r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Mapping
 
+from leaderboard.published import PublishedResult
 from leaderboard.tolerance import NOT_COMPARABLE, Policy, judge
 
 
-class PublishedLike(Protocol):
-    """The fields of ``leaderboard.published.PublishedResult`` that comparisons read."""
-
-    paper: str
-    table: str
-    dataset: str
-    backbone: str
-    defense: str
-    train_attack: str | None
-    eval_attack: str
-    metric: str
-    value: float
-    value_text: str
-    std: float | None
-    flags: Sequence[str]
-    note: str | None
-    settings: Mapping[str, Any] | None
+# The fields comparisons read are those of the published registry's records.
+PublishedLike = PublishedResult
 
 
 @dataclass(frozen=True)
@@ -157,7 +143,7 @@ def compare(cell: Cell, reproduced: float | None, record: PublishedLike, policy:
         "paper": record.paper, "table": record.table, "backbone": record.backbone,
         "train_attack": record.train_attack, "eval_attack": record.eval_attack,
         "value": record.value, "value_text": record.value_text, "std": record.std,
-        "unit": getattr(record, "unit", None),
+        "unit": record.unit,
         "flags": sorted(record.flags or []), "note": record.note,
         "settings": dict(record.settings) if record.settings else None,
         "status": NOT_COMPARABLE, "reason": None, "diff": None, "tolerance": None,

@@ -26,12 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
 from suite.check_report import (REFERENCE_METRICS, KnownDeviation, Reproduced, Row, dumps_reference,
                                 load_reference, missing_reference_hint, published_rows, reference_diff,
                                 reference_path, reference_row, render, run_key, summary, updated_reference)
-from suite.config import from_mapping
+from suite.config import from_mapping, read_named_yaml
 from suite.errors import SuiteError
 from suite.registry import Registry
 
@@ -135,13 +133,7 @@ def parse_check_set(raw: Any, where: str, folder: Path) -> CheckSet:
 
 def load_check_set(name_or_path: str) -> CheckSet:
     """A check set by name (``suite/checks/<name>.yaml``) or YAML path."""
-    path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        path = CHECK_SETS.get(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: not valid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+    raw, path = read_named_yaml(name_or_path, CHECK_SETS)
     return parse_check_set(raw, str(path), path.parent)
 
 

@@ -134,14 +134,19 @@ for _path in sorted(PROFILE_DIR.glob("*.yaml")):
     PROFILES.register(_path.stem)(_path)
 
 
-def load_profile(name_or_path: str) -> Profile:
+def read_named_yaml(name_or_path: str, registry: Registry[Path]) -> tuple[Any, Path]:
+    """A YAML file given as a path, or by its name in ``registry``: (parsed content, path)."""
     path = Path(name_or_path)
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
-        path = PROFILES.get(name_or_path)
+        path = registry.get(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8")), path
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def load_profile(name_or_path: str) -> Profile:
+    raw, path = read_named_yaml(name_or_path, PROFILES)
     where = str(path)
     if not isinstance(raw, dict):
         raise SuiteError(f"{where}: a profile must be a YAML mapping")
