@@ -143,7 +143,7 @@ def compare(cell: Cell, reproduced: float | None, record: PublishedLike, policy:
         "paper": record.paper, "table": record.table, "backbone": record.backbone,
         "train_attack": record.train_attack, "eval_attack": record.eval_attack,
         "value": record.value, "value_text": record.value_text, "std": record.std,
-        "unit": record.unit,
+        "unit": getattr(record, "unit", None),  # test doubles may omit it
         "flags": sorted(record.flags or []), "note": record.note,
         "settings": dict(record.settings) if record.settings else None,
         "status": NOT_COMPARABLE, "reason": None, "diff": None, "tolerance": None,
