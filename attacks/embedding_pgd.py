@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from suite.data.examples import Example
 from suite.models.base import Batch, TextClassifier
+from suite.models.batching import make_batch
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,6 @@ def kpgd_delta(model: TextClassifier, batch: Batch, settings: KPGDSettings) -> t
 def kpgd_evaluate(model: TextClassifier, examples: Sequence[Example], settings: KPGDSettings,
                   batch_size: int = 32) -> dict[str, float]:
     """Accuracy (%) under k-PGD and mean clean-vs-adversarial feature cosine / Euclidean distance."""
-    from suite.training import make_batch
-
     was_training = model.training
     model.eval()
     correct, cosines, distances = 0, [], []

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal, Mapping, Sequence
 
 from suite.data import mirror
-from suite.errors import SuiteError, UnknownNameError
+from suite.core.errors import SuiteError, UnknownNameError
+from suite.core.paths import suite_cache_dir
 
 Status = Literal["available", "substitute", "missing"]
 Source = Literal["online", "mirror", "system", "package"]
@@ -99,12 +100,6 @@ class Resource:
 
 
 # --- environment ---------------------------------------------------------------------------------
-
-def suite_cache_dir() -> Path:
-    """``$SUITE_CACHE_DIR``, else ``~/.cache/suite``. XDG_CACHE_HOME is not used because TextAttack rewrites it."""
-    value = os.environ.get("SUITE_CACHE_DIR")
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "suite"
-
 
 def textattack_cache_dir() -> Path:
     """The cache TextAttack uses: the one already in use if it is imported, else ``$TA_CACHE_DIR``,

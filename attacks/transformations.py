@@ -15,7 +15,7 @@ from textattack.transformations import WordSwap
 from textattack.transformations.word_swaps import WordSwapHomoglyphSwap
 
 from suite.data import mirror
-from suite.errors import MissingDataError
+from suite.core.errors import MissingDataError
 
 
 @lru_cache(maxsize=1)

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from defenses import DEFENSES, TrainingContext
-from suite.config import TrainConfig
+from suite.run.config import TrainConfig
 from suite.data.splits import SplitOptions, load_protocol_splits
 from suite.models.registry import build_backbone
-from suite.protocol import seed_everything
-from suite.training import train
+from suite.core.seeding import seed_everything
+from suite.run.training import train
 
 BASELINE = "finetune"
 

@@ -36,7 +36,7 @@ import torch
 from defenses.base import DefenseConfig, TrainingContext, register_defense
 from defenses.embedding_at import (FreeLB, FreeLBConfig, PGD, PGDConfig, TAVAT, TAVATConfig, EmbeddingAT,
                                    Trajectory, adversarial_loss, check_settings)
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
 WEIGHT_LR = 1.0  # not in the paper; see the module docstring

@@ -1,7 +1,7 @@
 """The defense interface and registry.
 
 A defense is a training procedure around a ``TextClassifier``. The trainer
-(``suite.training``) owns the loop — batching, optimiser and scheduler steps, gradient
+(``suite.run.training``) owns the loop — batching, optimiser and scheduler steps, gradient
 clipping, validation, timing — and calls the hooks below, so each family of the five papers
 fits without special cases:
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from suite.data.examples import Example
 from suite.models.base import Batch, TextClassifier
-from suite.registry import Registry
+from suite.core.registry import Registry
 
 
 @dataclass

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
 from defenses.perturbation import normalize_gradient, per_example_norm, project, random_init, step_generator, token_mask
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
 NORMS = ("l2", "linf")

@@ -55,8 +55,9 @@ import torch
 import torch.nn.functional as F
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
+from suite.models.batching import make_batch
 
 CLASS_PAIRS = ("all", "between")
 
@@ -155,8 +156,6 @@ class FloodingX(Flooding):
 
     def measure(self, context: TrainingContext) -> tuple[float, float]:
         """Gradient accordance of per-class sub-batches of the training data, and their mean loss."""
-        from suite.training import make_batch  # here: suite.training imports this package
-
         cfg, model = self.config, self.model
         generator = torch.Generator().manual_seed(context.seed * 1_000_003 + context.epoch)
         by_class: dict[int, list[int]] = {}

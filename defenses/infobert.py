@@ -71,7 +71,7 @@ from torch import nn
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
 from defenses.perturbation import normalize_gradient, project, random_init, step_generator, token_mask
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
 NORMS = ("l2", "linf")

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
 from defenses.perturbation import step_generator
 from defenses.trades import SharedDropout, ascend_divergence, check_perturbation_settings, kl_divergence
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 DEFAULT_ENTRIES = "leaderboard/entries"
 

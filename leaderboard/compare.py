@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from attacks import ATTACKS
 from leaderboard.published import PublishedResult
 from leaderboard.tolerance import NOT_COMPARABLE, Policy, judge
 
@@ -58,8 +59,6 @@ class Cell:
 
 def stock_counterpart(attack: str) -> tuple[str, str, tuple[str, ...]]:
     """(published name, variant, substitutions) of a registered attack; unregistered: (attack, "stock", ())."""
-    from attacks import ATTACKS
-
     if attack == "none" or attack not in ATTACKS:
         return attack, "stock", ()
     spec = ATTACKS.get(attack)

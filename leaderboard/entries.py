@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from leaderboard.compare import Cell, PublishedLike, compare_cell, stock_counterpart
 from leaderboard.tolerance import NO_PUBLISHED, STATUSES, Policy
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 SCHEMA = "suite-leaderboard-entry/1"
 # Run-level metrics -> leaderboard metric (eval attack "none").

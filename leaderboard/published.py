@@ -16,7 +16,7 @@ matches a suite run by accident. A record is identified by :meth:`PublishedResul
 includes ``settings`` (e.g. WETAR's static and dynamic variants differ only there).
 
 Every problem (unknown key, missing field, unknown metric, a cell that is not a number) raises a
-:class:`~suite.errors.SuiteError` naming the file and the record. YAML is read with
+:class:`~suite.core.errors.SuiteError` naming the file and the record. YAML is read with
 ``yaml.safe_load`` only.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 PUBLISHED_DIR = Path(__file__).resolve().with_name("published")
 PAPER_PREFIX = "paper:"

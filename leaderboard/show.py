@@ -7,7 +7,7 @@ from tabulate import tabulate
 
 from leaderboard.html import ATTACK_METRIC_ORDER, METRIC_LABELS
 from leaderboard.tolerance import NO_PUBLISHED
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 FORMATS = {"md": "github", "plain": "plain"}
 

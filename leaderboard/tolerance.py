@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 DEFAULT_POLICY = Path(__file__).parent / "tolerances.yaml"
 

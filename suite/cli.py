@@ -8,14 +8,14 @@ import os
 import sys
 from typing import Sequence
 
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 KINDS = ("defenses", "attacks", "datasets", "backbones", "profiles")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from defenses import DEFENSES
-    from suite.config import PROFILES, load_profile
+    from suite.run.config import PROFILES, load_profile
     from suite.data import DATASETS
     from suite.models import BACKBONES
 
@@ -42,8 +42,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from suite.config import load_profile
-    from suite.runner import expand_jobs, run_job
+    from suite.run.config import load_profile
+    from suite.run.runner import expand_jobs, run_job
 
     if not (args.all or args.defense or args.dataset or args.backbone):
         raise SuiteError("suite run: nothing selected; pass --all for the whole profile grid, or pick cells "
@@ -60,7 +60,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"profile {profile.name} v{profile.version}: {len(jobs)} job(s)")
         print(tabulate(rows, headers=["defense", "dataset", "backbone", "seed", "epochs", "batch", "lr"]))
         return 0
-    from suite.tracking import Tracker
+    from suite.run.tracking import Tracker
 
     tracker = Tracker(args.tracking_uri, experiment=args.experiment or f"suite-{profile.name}")
     results, failures = [], []
@@ -121,7 +121,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def _cmd_pin(args: argparse.Namespace) -> int:
     from suite.data import DATASETS
     from suite.data.splits import load_test_split
-    from suite.protocol import ATTACK_SET_DIR, pin_attack_set
+    from suite.run.protocol import ATTACK_SET_DIR, pin_attack_set
 
     ATTACK_SET_DIR.mkdir(exist_ok=True)
     for name in args.dataset or [n for n, s in DATASETS.items() if not s.static_eval_for]:
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_leaderboard_parser(sub)  # suite leaderboard collect | build | show
 
-    from suite.check import add_parser as add_check_parser
+    from suite.run.check import add_parser as add_check_parser
 
     add_check_parser(sub)  # suite check: fail when a reproduced number drifted
     return parser

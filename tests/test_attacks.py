@@ -356,11 +356,11 @@ def test_mirror_homoglyph_swap_builds_without_the_wheel_file(resource_mirror: Pa
 def trained_cnn() -> Iterator[tuple[Any, list[Any]]]:
     """A small Kim-CNN trained for 5 short epochs on 400 sst2_sentence rows; (model, 40 test examples)."""
     from defenses.base import Defense, DefenseConfig, TrainingContext
-    from suite.config import TrainConfig
+    from suite.run.config import TrainConfig
     from suite.data.splits import SplitOptions, load_protocol_splits
     from suite.models.text_processing import Vocabulary
     from suite.models.word_models import KimCNN
-    from suite.training import train
+    from suite.run.training import train
 
     data = _mirror_dir("SUITE_DATA_DIR", "datasets")
     if not (data / "sst2_sentence" / "MANIFEST.json").is_file():
@@ -435,7 +435,7 @@ def test_resumed_attack_equals_uninterrupted(name: str, trained_cnn, resource_mi
 
 def test_kpgd_delta_is_bounded_and_zero_on_padding(trained_cnn) -> None:
     from attacks.embedding_pgd import KPGDSettings, kpgd_delta
-    from suite.training import make_batch
+    from suite.models.batching import make_batch
 
     torch.set_num_threads(1)
     model, test = trained_cnn
@@ -454,7 +454,7 @@ def test_kpgd_delta_is_bounded_and_zero_on_padding(trained_cnn) -> None:
 
 def test_kpgd_evaluate_accuracy_and_similarity(trained_cnn) -> None:
     from attacks.embedding_pgd import KPGDSettings, kpgd_evaluate
-    from suite.training import accuracy
+    from suite.models.batching import accuracy
 
     torch.set_num_threads(1)
     model, test = trained_cnn

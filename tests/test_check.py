@@ -12,13 +12,13 @@ import pytest
 from leaderboard.compare import Cell, compare_cell
 from leaderboard.published import PublishedResult
 from leaderboard.tolerance import parse_policy
-from suite import check as check_mod
-from suite.check import CheckItem, CheckRequest, ItemResult, load_check_set, parse_check_set, run_check
-from suite.check_report import (KnownDeviation, Reproduced, dumps_reference, expected_from_reference,
+from suite.run import check as check_mod
+from suite.run.check import CheckItem, CheckRequest, ItemResult, load_check_set, parse_check_set, run_check
+from leaderboard.check_report import (KnownDeviation, Reproduced, dumps_reference, expected_from_reference,
                                 load_reference, published_rows, reference_diff, reference_row, summary,
                                 updated_reference)
 from suite.cli import main
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 TOL = {"clean": 1e-6, "aua": 1e-6, "suc": 1e-6, "queries": 1e-6}
 POLICY = parse_policy({
@@ -361,7 +361,7 @@ def test_job_errors_exit_2_and_unused_declarations_fail(tmp_path: Path, monkeypa
 
 def test_a_crashing_job_is_one_line_and_the_others_still_run(workdir: Path, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    import suite.runner
+    import suite.run.runner
 
     calls = []
 
@@ -369,7 +369,7 @@ def test_a_crashing_job_is_one_line_and_the_others_still_run(workdir: Path, monk
         calls.append(job.dataset)
         raise (RuntimeError("boom\nsecond line") if job.dataset == "sst2_sentence" else SuiteError("no data"))
 
-    monkeypatch.setattr(suite.runner, "run_job", run_job)
+    monkeypatch.setattr(suite.run.runner, "run_job", run_job)
     item = CheckItem("smoke", "smoke", defenses=("finetune",), backbones=("cnn",), attacks=())
     result = check_mod.run_item(item, None, False, [], POLICY)
     assert calls == ["sst2_sentence", "trec"] and result.reproduced == [] and result.runs == {}

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from suite.cli import main
-from suite.config import PROFILES, Job, ProtocolConfig, TrainConfig, load_profile
+from suite.run.config import PROFILES, Job, ProtocolConfig, TrainConfig, load_profile
 from suite.data import SplitOptions
-from suite.errors import SuiteError
-from suite.runner import expand_jobs
+from suite.core.errors import SuiteError
+from suite.run.runner import expand_jobs
 
 DIGESTS = {"trec/train": "a" * 64, "trec/test": "b" * 64}
 
@@ -272,7 +272,7 @@ def test_cli_list_datasets(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_attack_set_size_selects_a_subset_of_the_pinned_draw_without_changing_the_model(tmp_path: Path) -> None:
     from suite.data.examples import Example
-    from suite.protocol import pin_attack_set
+    from suite.run.protocol import pin_attack_set
 
     full = load_profile(write_profile(tmp_path, GOOD))
     sub = load_profile(write_profile(tmp_path, GOOD.replace("sst2_sentence: {}", "sst2_sentence: {attack_set_size: 4}")))

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_rows, write_split
 from suite.data import SplitOptions, load_protocol_splits
 from suite.data.splits import load_test_split
-from suite.errors import IntegrityError, MissingDataError, SuiteError
+from suite.core.errors import IntegrityError, MissingDataError, SuiteError
 
 
 # --- the real mirror ------------------------------------------------------------------------

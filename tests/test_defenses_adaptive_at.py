@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from defenses import DEFENSES, TrainingContext
 from defenses.adaptive_at import AdaptiveAT, adaptive_loss, project_to_simplex
 from defenses.embedding_at import TAVAT
-from suite.config import TrainConfig
+from suite.run.config import TrainConfig
 from suite.data.examples import Example
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 from suite.models.base import Batch
-from suite.training import train
+from suite.run.training import train
 from test_defenses_embedding_at import TinyClassifier, context, input_gradient, make, param_grads, tiny_batch
 
 ADAPTIVE = ("pgd+adaptive", "freelb+adaptive", "tavat+adaptive")

@@ -15,7 +15,7 @@ from torch import nn
 from defenses import DEFENSES, TrainingContext
 from defenses.embedding_at import (PGD, TAVAT, FreeLB, FreeLBPlusPlus, step_generator, token_level_step)
 from defenses.perturbation import random_init, token_mask
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 from suite.models.base import Batch, ModelOutput, TextClassifier
 
 

@@ -18,9 +18,9 @@ from defenses.flooding import (FloodingConfig, FloodingX, FloodingXConfig, cosin
                                gradient_accordance)
 from defenses.infobert import InfoBert, InfoBertConfig, InfoNCECritic, anchored_positions, chunked_info_nce, info_nce
 from defenses.perturbation import normalize_gradient, random_init, token_mask
-from suite.config import from_mapping
+from suite.run.config import from_mapping
 from suite.data.examples import Example
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 from suite.models.base import Batch, ModelOutput, TextClassifier
 
 

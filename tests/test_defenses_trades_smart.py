@@ -14,10 +14,10 @@ from defenses import DEFENSES, TrainingContext
 from defenses.perturbation import per_example_norm
 from defenses.smart import Smart, SmartConfig, symmetric_kl
 from defenses.trades import SharedDropout, Trades, TradesConfig, ascend_divergence, kl_divergence
-from suite.config import TrainConfig, from_mapping
-from suite.errors import SuiteError
+from suite.run.config import TrainConfig, from_mapping
+from suite.core.errors import SuiteError
 from suite.models.base import Batch, ModelOutput, TextClassifier
-from suite.training import build_optimizer
+from suite.run.training import build_optimizer
 
 
 class TinyClassifier(TextClassifier):

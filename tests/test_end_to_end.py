@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from suite.cli import main
-from suite.config import load_profile
+from suite.run.config import load_profile
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ from leaderboard.html import build_site, scatter
 from leaderboard.published import PublishedResult
 from leaderboard.show import render
 from leaderboard.tolerance import DEVIATES, NO_PUBLISHED, NOT_COMPARABLE, REPRODUCED, judge, load_policy, parse_policy
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
 XSS = '<script>alert(1)</script>&"'

@@ -11,8 +11,8 @@ import pytest
 from leaderboard.entries import build_entries, read_runs, write_entries
 from leaderboard.tolerance import DEVIATES, REPRODUCED, load_policy
 from suite.cli import main
-from suite.errors import SuiteError
-from suite.tracking import Tracker
+from suite.core.errors import SuiteError
+from suite.run.tracking import Tracker
 
 pytestmark = pytest.mark.slow  # creating the SQLite store (MLflow's migrations) takes ~10-15 s here
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import suite.protocol
+import suite.run.protocol
 from suite.data.examples import Example
-from suite.errors import SuiteError
-from suite.protocol import AttackSet, pin_attack_set, resolve_device, seed_everything
+from suite.core.errors import SuiteError
+from suite.core.seeding import seed_everything
+from suite.run.protocol import AttackSet, pin_attack_set, resolve_device
 
 
 def _draws() -> tuple[list[float], list[float], list[float]]:
@@ -36,7 +37,7 @@ def _examples(n: int) -> list[Example]:
 
 @pytest.fixture
 def no_pins(tmp_path, monkeypatch):
-    monkeypatch.setattr(suite.protocol, "ATTACK_SET_DIR", tmp_path)
+    monkeypatch.setattr(suite.run.protocol, "ATTACK_SET_DIR", tmp_path)
     return tmp_path
 
 

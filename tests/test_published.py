@@ -15,7 +15,7 @@ from leaderboard.published import (
     FLAGS, KNOWN_DEFENSES, METRICS, PAPER_PREFIX, PUBLISHED_DIR, load_paper_info, load_published,
     parse_value_text, table_counts,
 )
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 PAPERS_DIR = Path(__file__).resolve().parents[2] / "shared" / "papers"
 

@@ -5,12 +5,12 @@ import logging
 
 import pytest
 
-import suite.registry
+import suite.core.registry
 from defenses import DEFENSES, Defense
 from suite.data import DATASETS
-from suite.errors import SuiteError, UnknownNameError
+from suite.core.errors import SuiteError, UnknownNameError
 from suite.models import BACKBONES
-from suite.registry import Registry
+from suite.core.registry import Registry
 
 
 def test_unknown_defense_suggests_near_miss() -> None:
@@ -117,7 +117,7 @@ def test_entry_point_plugin_registers_a_defense(monkeypatch: pytest.MonkeyPatch)
         groups.append(group)
         return [_FakeEntryPoint("plugin_defense", lambda: register_plugin)] if group == "suite.defenses" else []
 
-    monkeypatch.setattr(suite.registry, "entry_points", fake_entry_points)
+    monkeypatch.setattr(suite.core.registry, "entry_points", fake_entry_points)
     reg: Registry[type[Defense]] = Registry("defense", entry_point_group="suite.defenses")
     assert groups == []  # plugins load lazily
     assert reg.get("plugin_defense") is PluginDefense
@@ -138,9 +138,9 @@ def test_broken_plugin_is_skipped_with_a_warning(monkeypatch: pytest.MonkeyPatch
         return [_FakeEntryPoint("broken", broken),
                 _FakeEntryPoint("good", lambda: (lambda reg: reg.register("good")(Good)))]
 
-    monkeypatch.setattr(suite.registry, "entry_points", fake_entry_points)
+    monkeypatch.setattr(suite.core.registry, "entry_points", fake_entry_points)
     reg: Registry[type[Defense]] = Registry("defense", entry_point_group="suite.defenses")
-    with caplog.at_level(logging.WARNING, logger="suite.registry"):
+    with caplog.at_level(logging.WARNING, logger="suite.core.registry"):
         assert reg.names() == ["good"]
     assert "could not load defense plugin 'broken'" in caplog.text
 
@@ -149,7 +149,7 @@ def test_registry_without_group_never_reads_entry_points(monkeypatch: pytest.Mon
     def fail(**kwargs):
         raise AssertionError("entry_points must not be read")
 
-    monkeypatch.setattr(suite.registry, "entry_points", fail)
+    monkeypatch.setattr(suite.core.registry, "entry_points", fail)
     reg: Registry[int] = Registry("number")
     reg.register("one")(1)
     assert reg.get("one") == 1

@@ -17,7 +17,7 @@ import pytest
 from attacks import resources as res
 from attacks.resources import MissingResourceError, require
 from conftest import REPO_ROOT, _mirror_dir
-from suite.errors import SuiteError, UnknownNameError
+from suite.core.errors import SuiteError, UnknownNameError
 
 ENV_TOUCHED = ("SUITE_CACHE_DIR", "NLTK_DATA", "TA_CACHE_DIR", "WNSEARCHDIR", *res.PINNED_CACHES)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from suite.data.registry import DatasetSpec
-from suite.errors import MissingDataError
+from suite.core.errors import MissingDataError
 
 
 def load_hub_split(spec: DatasetSpec, source_split: str) -> list[dict[str, Any]]:

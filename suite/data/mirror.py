@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from suite.errors import IntegrityError, MissingDataError
+from suite.core.errors import IntegrityError, MissingDataError
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from suite.registry import Registry
+from suite.core.registry import Registry
 
 
 @dataclass(frozen=True)

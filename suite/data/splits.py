@@ -21,7 +21,7 @@ from suite.data import mirror
 from suite.data.examples import Example
 from suite.data.hub import load_hub_split
 from suite.data.registry import DATASETS, DatasetSpec
-from suite.errors import MissingDataError, SuiteError
+from suite.core.errors import MissingDataError, SuiteError
 
 
 SPLIT_SCHEMES = ("default", "flat")  # default: WETAR's one tenth; flat: FLAT Table 1 dev sizes

@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 
 from suite.data import mirror
-from suite.errors import MissingDataError
+from suite.core.errors import MissingDataError
 
 GLOVE_FOLDER = "glove_6B_50d"
 

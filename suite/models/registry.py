@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from suite.data.splits import ProtocolSplits
-from suite.errors import MissingDataError
+from suite.core.errors import MissingDataError
 from suite.models.base import TextClassifier
-from suite.registry import Registry
+from suite.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import platform
-import random
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,26 +16,9 @@ import numpy as np
 import torch
 
 from suite.data.examples import Example
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
-ATTACK_SET_DIR = Path(__file__).parent / "attack_sets"
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch and make CPU runs bit-for-bit repeatable.
-
-    ``torch.use_deterministic_algorithms`` alone is not enough on CPU: oneDNN (mkldnn)
-    convolutions gave run-to-run differences in the 8th digit of the loss (measured: 3
-    distinct Kim-CNN losses in 8 identical runs), so oneDNN is switched off; with it off, 10 of
-    10 runs were identical. Results still depend on the torch thread count, which the run
-    records in environment.json.
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.mkldnn.enabled = False
-    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+ATTACK_SET_DIR = Path(__file__).resolve().parents[1] / "attack_sets"
 
 
 def resolve_device(name: str) -> torch.device:

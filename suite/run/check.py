@@ -5,10 +5,10 @@ cells (defenses, ``all`` for every registered one; datasets; backbones; seeds; a
 what each is compared with: ``published`` values (the leaderboard's rules and tolerances,
 ``leaderboard.compare`` / ``leaderboard/tolerances.yaml``) and/or the committed ``reference``
 results (``suite/references/<profile>.json``, tolerances in the check set). Jobs go through
-``suite.runner.run_job``: a finished identical job in the tracking store (same config hash) is
+``suite.run.runner.run_job``: a finished identical job in the tracking store (same config hash) is
 not trained again and finished attack examples come from the per-example cache.
 
-Every comparison is printed (``suite.check_report``); the exit code is 1 when a compared cell is
+Every comparison is printed (``leaderboard.check_report``); the exit code is 1 when a compared cell is
 outside its tolerance or has no reference, 2 when a job could not run, else 0. A published value
 the reproduction misses is never hidden: it fails unless the check set declares it a known
 deviation, which is printed as such and fails again as soon as the reproduced value moves.
@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from suite.check_report import (REFERENCE_METRICS, KnownDeviation, Reproduced, Row, dumps_reference,
+from leaderboard.check_report import (REFERENCE_METRICS, KnownDeviation, Reproduced, Row, dumps_reference,
                                 load_reference, missing_reference_hint, published_rows, reference_diff,
                                 reference_path, reference_row, render, run_key, summary, updated_reference)
-from suite.config import from_mapping, read_named_yaml
-from suite.errors import SuiteError
-from suite.registry import Registry
+from suite.run.config import from_mapping, read_named_yaml
+from suite.core.errors import SuiteError
+from suite.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
-CHECK_DIR = Path(__file__).parent / "checks"
-REFERENCE_DIR = Path(__file__).parent / "references"
+CHECK_DIR = Path(__file__).resolve().parents[1] / "checks"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "references"
 DEFAULT_SET = "ci"
 AGAINST = ("published", "reference")
 
@@ -151,7 +151,7 @@ class ItemResult:
 def _finished_run(job: Any, tracker: Any, attacks: Sequence[str]) -> str:
     """--no-run: the finished run of ``job`` that already carries every attack."""
     from suite.data import load_protocol_splits
-    from suite.runner import data_digests
+    from suite.run.runner import data_digests
 
     digest = job.config_hash(data_digests(load_protocol_splits(job.dataset, job.split)))
     run = tracker.find_finished(digest)
@@ -213,9 +213,9 @@ def run_item(item: CheckItem, tracking_uri: str | None, no_run: bool, published:
     from leaderboard.entries import build_entries
     from mlflow.tracking import MlflowClient
 
-    from suite.config import load_profile
-    from suite.runner import expand_jobs, run_job
-    from suite.tracking import Tracker
+    from suite.run.config import load_profile
+    from suite.run.runner import expand_jobs, run_job
+    from suite.run.tracking import Tracker
 
     profile = load_profile(item.profile)
     attacks = list(item.attacks) if item.attacks is not None else list(profile.attacks)

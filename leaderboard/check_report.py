@@ -2,7 +2,7 @@
 against published values, known deviations, the reference files and their diffs.
 
 Pure functions over plain numbers (no MLflow, no training), so every rule is unit-tested on
-hand-made values. ``suite.check`` runs the jobs and feeds the reproduced cells in here.
+hand-made values. ``suite.run.check`` runs the jobs and feeds the reproduced cells in here.
 
 A *cell* is one reproduced number: ``<profile>/<dataset>/<backbone>/<defense>/<metric>`` with
 ``metric`` = ``clean`` or ``<attack>.<aua|suc|queries|cosine|euclidean>``, the mean over the seeds
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from leaderboard.tolerance import DEVIATES, NO_PUBLISHED, NOT_COMPARABLE, REPRODUCED
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 REFERENCE_SCHEMA = "suite-check-reference/1"
 # Metrics a reference records and compares (leaderboard names); epoch time is hardware-bound

@@ -9,18 +9,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from suite.data.examples import Example
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
+from suite.core.paths import attack_cache_root
 from suite.models.base import TextClassifier
-from suite.protocol import AttackSet
-from suite.tracking import Tracker
+from suite.run.protocol import AttackSet
+from suite.run.tracking import Tracker
 
 log = logging.getLogger(__name__)
-
-
-def attack_cache_root() -> Path:
-    from attacks.resources import suite_cache_dir
-
-    return suite_cache_dir() / "attacks"
 
 
 def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: Sequence[Example],
@@ -102,7 +97,7 @@ def _native(spec: Any, model: TextClassifier, examples: Sequence[Example], datas
     else:
         from suite.data import DATASETS
         from suite.data.splits import load_test_split
-        from suite.training import accuracy
+        from suite.models.batching import accuracy
 
         static = [n for n, s in DATASETS.items() if dataset in s.static_eval_for]
         if not static:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ import logging
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
-from suite.errors import SuiteError, UnknownNameError
+from suite.core.errors import SuiteError, UnknownNameError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -11,16 +11,18 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from defenses import DEFENSES, TrainingContext
-from suite.attack_stage import attack_and_log, checkpoint_of
-from suite.config import Job, Profile, TrainConfig, from_mapping
+from suite.run.attack_stage import attack_and_log, checkpoint_of
+from suite.run.config import Job, Profile, TrainConfig, from_mapping
 from suite.data import DATASETS, SplitOptions, load_protocol_splits
 from suite.data.splits import ProtocolSplits
-from suite.errors import SuiteError
+from suite.core.errors import SuiteError
 from suite.models import BACKBONES, build_backbone
-from suite.protocol import environment_info, pin_attack_set, resolve_device, seed_everything
+from suite.core.seeding import seed_everything
+from suite.run.protocol import environment_info, pin_attack_set, resolve_device
 from suite.data.mirror import sha256_of
-from suite.tracking import Tracker
-from suite.training import accuracy, train
+from suite.run.tracking import Tracker
+from suite.models.batching import accuracy
+from suite.run.training import train
 
 log = logging.getLogger(__name__)
 
