@@ -62,32 +62,39 @@ def _example_input(example: Example, column_names: Sequence[str]) -> Any:
     return OrderedDict(zip(column_names, example.texts))
 
 
-def run_attack(name: str, model: TextClassifier, examples: Sequence[Example], *, seed: int, cache_root: Path,
-               checkpoint_sha256: str, attack_set_sha256: str, query_budget: int | None = None,
-               column_names: Sequence[str] = ("text_a", "text_b"), batch_size: int = 64,
-               stop_after: int | None = None, on_record: Callable[[dict[str, Any]], None] | None = None) -> AttackOutcome:
-    """Attack ``examples`` (the pinned attack set, in order), resuming from the cache.
-
-    ``stop_after`` attacks at most that many new examples (used to test resumption).
-    """
+def prepare_attack(name: str, model: TextClassifier, query_budget: int | None = None,
+                   batch_size: int = 64) -> tuple[Any, AttackSpec, dict[str, Any]]:
+    """Build attack ``name`` against ``model``: (TextAttack ``Attack``, its spec, the settings every
+    record of it depends on). Missing resources fail here, in one line, before TextAttack loads."""
     from attacks.recipes import build_attack
     from attacks.resources import prepare_textattack_env, require
 
-    require(ATTACKS.get(name).requires)  # a missing resource: one clear line, before TextAttack loads
+    require(ATTACKS.get(name).requires)
     prepare_textattack_env()
     from attacks.wrappers import SuiteModelWrapper
 
     wrapper = SuiteModelWrapper(model, batch_size=batch_size)
     attack, spec = build_attack(name, wrapper, query_budget)
-    settings = {**spec.record(), "query_budget": query_budget or "unlimited", "seed": seed,
-                "attack_set_sha256": attack_set_sha256, "textattack_attack": str(attack)}
-    attack_hash = attack_config_hash(settings)
-    cache = AttackCache(cache_root, checkpoint_sha256, attack_hash)
+    settings = {**spec.record(), "query_budget": query_budget or "unlimited"}
+    return attack, spec, settings
+
+
+def attack_examples(attack: Any, model: TextClassifier, examples: Sequence[Example], cache: AttackCache, *,
+                    seed: int, column_names: Sequence[str] = ("text_a", "text_b"), desc: str = "attack",
+                    stop_after: int | None = None,
+                    on_record: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, dict[str, Any]], int]:
+    """Attack the ``examples`` that ``cache`` does not hold yet, each with its own seed
+    (:func:`example_seed`), appending every record to the cache as soon as it is done.
+
+    Returns (records by example id, cached and new; how many of ``examples`` came from the
+    cache). ``stop_after`` attacks at most that many new examples (used to test resumption).
+    Leaves ``model`` in eval mode and the global RNGs re-seeded by the last example attacked.
+    """
     done = cache.load()
     resumed = sum(ex.id in done for ex in examples)
     new = 0
     model.eval()
-    for example in tqdm(examples, desc=f"attack {name}", leave=False):
+    for example in tqdm(examples, desc=desc, leave=False):
         if example.id in done:
             continue
         if stop_after is not None and new >= stop_after:
@@ -110,5 +117,22 @@ def run_attack(name: str, model: TextClassifier, examples: Sequence[Example], *,
         new += 1
         if on_record:
             on_record(record)
+    return done, resumed
+
+
+def run_attack(name: str, model: TextClassifier, examples: Sequence[Example], *, seed: int, cache_root: Path,
+               checkpoint_sha256: str, attack_set_sha256: str, query_budget: int | None = None,
+               column_names: Sequence[str] = ("text_a", "text_b"), batch_size: int = 64,
+               stop_after: int | None = None, on_record: Callable[[dict[str, Any]], None] | None = None) -> AttackOutcome:
+    """Attack ``examples`` (the pinned attack set, in order), resuming from the cache.
+
+    ``stop_after`` attacks at most that many new examples (used to test resumption).
+    """
+    attack, spec, settings = prepare_attack(name, model, query_budget, batch_size)
+    settings = {**settings, "seed": seed, "attack_set_sha256": attack_set_sha256, "textattack_attack": str(attack)}
+    attack_hash = attack_config_hash(settings)
+    cache = AttackCache(cache_root, checkpoint_sha256, attack_hash)
+    done, resumed = attack_examples(attack, model, examples, cache, seed=seed, column_names=column_names,
+                                    desc=f"attack {name}", stop_after=stop_after, on_record=on_record)
     records = [done[ex.id] for ex in examples if ex.id in done]
     return AttackOutcome(spec, attack_hash, records, robustness_metrics(records), resumed, settings)

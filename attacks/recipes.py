@@ -1,20 +1,30 @@
-"""Building TextAttack attacks for registered specs (stock recipes as they are; offline
-variants composed from TextAttack's own parts plus the subclasses in ``transformations``)."""
+"""The builders the attack registry names (``AttackSpec.builder``): stock recipes as they are;
+offline variants composed from TextAttack's own parts plus the subclasses in ``transformations``.
+
+Every builder is called as ``builder(spec, model_wrapper)`` by :meth:`AttackSpec.build`, after
+the spec's resources are checked and the offline TextAttack environment is prepared.
+"""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from attacks.registry import ATTACKS, AttackSpec
-from attacks.resources import prepare_textattack_env, require
+from attacks.resources import require
+from suite.core.errors import SuiteError
 
 
-def _stock(recipe: str) -> Callable[[Any], Any]:
-    def build(model_wrapper: Any) -> Any:
-        import textattack.attack_recipes as recipes
+def build_stock(spec: AttackSpec, model_wrapper: Any) -> Any:
+    """TextAttack's own recipe ``spec.recipe`` (e.g. ``PWWSRen2019``), built as it is."""
+    from importlib.metadata import version
 
-        return getattr(recipes, recipe).build(model_wrapper)
+    import textattack.attack_recipes as recipes
 
-    return build
+    recipe = getattr(recipes, spec.recipe, None)
+    if not (isinstance(recipe, type) and issubclass(recipe, recipes.AttackRecipe)):
+        raise SuiteError(f"attack {spec.name}: TextAttack {version('textattack')} has no attack recipe "
+                         f"'{spec.recipe}'; fix the entry's recipe in attacks/registry.py "
+                         "(a class of textattack.attack_recipes)")
+    return recipe.build(model_wrapper)
 
 
 def _sbert(threshold: float, **kwargs: Any) -> Any:
@@ -43,7 +53,7 @@ def textfooler_stopwords() -> set[str]:
     return set(lists[0])
 
 
-def _textfooler_offline(model_wrapper: Any) -> Any:
+def build_textfooler_offline(spec: AttackSpec, model_wrapper: Any) -> Any:
     """TextFoolerJin2019.build with the declared substitutions (see the registry entry)."""
     from textattack import Attack
     from textattack.constraints.grammaticality import PartOfSpeech
@@ -63,7 +73,7 @@ def _textfooler_offline(model_wrapper: Any) -> Any:
                   GreedyWordSwapWIR(wir_method="delete"))
 
 
-def _textbugger_offline(model_wrapper: Any) -> Any:
+def build_textbugger_offline(spec: AttackSpec, model_wrapper: Any) -> Any:
     """TextBuggerLi2018.build with the declared substitutions (see the registry entry)."""
     from textattack import Attack
     from textattack.constraints.pre_transformation import RepeatModification, StopwordModification
@@ -110,24 +120,21 @@ def _genetic_offline(model_wrapper: Any, improved: bool) -> Any:
     return Attack(UntargetedClassification(model_wrapper), constraints, transformation, search)
 
 
-_CUSTOM: dict[str, Callable[[Any], Any]] = {
-    "gene-offline": lambda wrapper: _genetic_offline(wrapper, improved=False),
-    "iga-offline": lambda wrapper: _genetic_offline(wrapper, improved=True),
-    "textfooler-offline": _textfooler_offline,
-    "textbugger-offline": _textbugger_offline,
-}
+def build_genetic_offline(spec: AttackSpec, model_wrapper: Any) -> Any:
+    """GeneticAlgorithmAlzantot2018.build with the declared substitutions (``gene-offline``)."""
+    return _genetic_offline(model_wrapper, improved=False)
+
+
+def build_improved_genetic_offline(spec: AttackSpec, model_wrapper: Any) -> Any:
+    """IGAWang2019.build with the declared substitutions (``iga-offline``)."""
+    return _genetic_offline(model_wrapper, improved=True)
 
 
 def build_attack(name: str, model_wrapper: Any, query_budget: int | None = None) -> tuple[Any, AttackSpec]:
-    """Build attack ``name`` against ``model_wrapper``.
+    """Build registered attack ``name`` against ``model_wrapper``: (``spec.build(...)``, spec).
 
     Raises ``MissingResourceError`` (one line: which resources, why, how to fix) before any
     TextAttack code runs when a resource the attack declares is unavailable.
     """
     spec = ATTACKS.get(name)
-    require(spec.requires)
-    prepare_textattack_env()
-    attack = _CUSTOM.get(name, _stock(spec.recipe))(model_wrapper)
-    if query_budget:
-        attack.goal_function.query_budget = query_budget
-    return attack, spec
+    return spec.build(model_wrapper, query_budget), spec

@@ -9,7 +9,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--bench-examples", type=int, default=256, help="training examples per epoch")
     parser.addoption("--bench-rounds", type=int, default=3, help="epochs timed per defense")
     parser.addoption("--adv-steps", type=int, default=None,
-                     help="set every defense's ascent steps (adv_steps / steps) to K, e.g. 5 as in adaptive_at Table 10")
+                     help="set every defense's ascent steps (perturbation.steps) to K, e.g. 5 as in adaptive_at Table 10")
 
 
 _MEDIANS = pytest.StashKey[dict]()

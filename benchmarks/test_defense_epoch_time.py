@@ -24,6 +24,7 @@ from suite.run.config import TrainConfig
 from suite.data.splits import SplitOptions, load_protocol_splits
 from suite.models.registry import build_backbone
 from suite.core.seeding import seed_everything
+from suite.core.typed import from_mapping
 from suite.run.training import train
 
 BASELINE = "finetune"
@@ -54,14 +55,15 @@ def test_epoch_time(benchmark, splits, defense_name: str, epoch_medians: dict[st
     cls = DEFENSES.get(defense_name)
     steps = request.config.getoption("--adv-steps")
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    options = {name: steps for name in ("adv_steps", "steps") if steps and name in fields}
+    # --adv-steps K: the ascent steps of every defense with a perturbation (its other settings kept)
+    options = {"perturbation": {"steps": steps}} if steps and "perturbation" in fields else {}
 
     epoch_seconds: list[float] = []
 
     def one_epoch() -> None:
         seed_everything(0)
         model, _ = build_backbone(backbone, splits, 0)
-        defense = cls(cls.Config(**options), model)
+        defense = cls(from_mapping(cls.Config, options, f"--adv-steps {steps}: {defense_name}"), model)
         context = TrainingContext(train=splits.train, validation=splits.validation, device=torch.device("cpu"), seed=0)
         epoch_seconds.append(train(defense, context, cfg).epoch_seconds[0])
 

@@ -35,7 +35,8 @@ import torch
 
 from defenses.base import DefenseConfig, TrainingContext, register_defense
 from defenses.embedding_at import (FreeLB, FreeLBConfig, PGD, PGDConfig, TAVAT, TAVATConfig, EmbeddingAT,
-                                   Trajectory, adversarial_loss, check_settings)
+                                   Trajectory, adversarial_loss, check_tavat)
+from defenses.perturbation import PerturbationConfig
 from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
@@ -60,8 +61,8 @@ def adaptive_loss(model: TextClassifier, batch: Batch, trajectory: Trajectory, w
     return adversarial_loss(model, model.embed(batch) + trajectory.init + beta * combined, batch)
 
 
-def _check_adaptive(name: str, cfg: Any, norm: str = "l2") -> None:
-    check_settings(name, cfg, norm)
+def _check_adaptive(name: str, cfg: Any) -> None:
+    """The base method's perturbation was checked by the caller; these are ``w``'s settings."""
     if cfg.weight_lr < 0:
         raise SuiteError(f"{name}: weight_lr (the ascent step of w) must be >= 0, got {cfg.weight_lr}")
     if cfg.beta is not None and cfg.beta <= 0:
@@ -76,32 +77,33 @@ class AdaptivePGDConfig(PGDConfig):
     beta: float | None = None
 
     def __post_init__(self) -> None:
-        _check_adaptive("pgd+adaptive", self, self.adv_norm)
+        self.perturbation.check("pgd+adaptive")
+        _check_adaptive("pgd+adaptive", self)
 
 
 @dataclass(frozen=True)
 class AdaptiveFreeLBConfig(FreeLBConfig):
     """FreeLB with adaptive_at §5.3's step 0.04 and k = 5 (Table 10); ``beta`` null: (k + 1)/2."""
 
-    adv_steps: int = 5
-    adv_lr: float = 0.04
+    perturbation: PerturbationConfig = PerturbationConfig(steps=5, step_size=0.04, init_magnitude=0.05, max_norm=0.0)
     weight_lr: float = WEIGHT_LR
     beta: float | None = None
 
     def __post_init__(self) -> None:
-        _check_adaptive("freelb+adaptive", self, self.adv_norm)
+        self.perturbation.check("freelb+adaptive")
+        _check_adaptive("freelb+adaptive", self)
 
 
 @dataclass(frozen=True)
 class AdaptiveTAVATConfig(TAVATConfig):
     """TA-VAT with adaptive_at §5.3's step 0.04 and k = 5 (Table 10); ``beta`` null: k."""
 
-    adv_steps: int = 5
-    adv_lr: float = 0.04
+    perturbation: PerturbationConfig = PerturbationConfig(steps=5, step_size=0.04, init_magnitude=0.2, max_norm=0.5)
     weight_lr: float = WEIGHT_LR
     beta: float | None = None
 
     def __post_init__(self) -> None:
+        check_tavat("tavat+adaptive", self.perturbation)
         _check_adaptive("tavat+adaptive", self)
 
 

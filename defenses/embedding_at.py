@@ -21,6 +21,9 @@ differ in the start, the step rule and what the parameters are trained on:
 
 Norms are per example over the [tokens x dim] matrix of real tokens (``defenses.perturbation``).
 Random starts use a generator seeded from ``context.seed`` and ``context.global_step``.
+Each config holds the settings as ``perturbation`` (:class:`~defenses.perturbation.PerturbationConfig`:
+``steps`` = k, ``step_size`` = α, ``init_magnitude``, ``max_norm`` = ε, ``norm``), the names
+TextDefender and FreeLB's code spell ``adv_steps``, ``adv_lr``, ``adv_init_mag``, ``adv_max_norm``.
 """
 from __future__ import annotations
 
@@ -32,78 +35,68 @@ import torch
 import torch.nn.functional as F
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
-from defenses.perturbation import normalize_gradient, per_example_norm, project, random_init, step_generator, token_mask
+from defenses.perturbation import (PerturbationConfig, l2_projection_scale, normalize_gradient, per_example_norm,
+                                   project, random_init, step_generator, token_mask)
 from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
-
-NORMS = ("l2", "linf")
-
-
-def check_settings(name: str, cfg: Any, norm: str = "l2") -> None:
-    """Refuse settings the inner maximisation cannot run with (one actionable line)."""
-    if cfg.adv_steps < 1:
-        raise SuiteError(f"{name}: adv_steps must be >= 1, got {cfg.adv_steps}")
-    if cfg.adv_lr <= 0:
-        raise SuiteError(f"{name}: adv_lr (the ascent step size) must be > 0, got {cfg.adv_lr}")
-    if cfg.adv_init_mag < 0:
-        raise SuiteError(f"{name}: adv_init_mag must be >= 0 (0: zero start), got {cfg.adv_init_mag}")
-    if cfg.adv_max_norm is not None and cfg.adv_max_norm < 0:
-        raise SuiteError(f"{name}: adv_max_norm must be >= 0 (0: unbounded), got {cfg.adv_max_norm}")
-    if norm not in NORMS:
-        raise SuiteError(f"{name}: adv_norm must be one of {', '.join(NORMS)}, got {norm!r}")
 
 
 @dataclass(frozen=True)
 class PGDConfig(DefenseConfig):
-    """PGD-k adversarial training (adaptive_at §5.3: step size 0.04; Table 10: k = 5)."""
+    """PGD-k adversarial training (adaptive_at §5.3: step size α = 0.04; Table 10: k = 5).
 
-    adv_steps: int = 5
-    adv_lr: float = 0.04
-    adv_init_mag: float = 0.05  # TextDefender's default random start (adaptive_at §5.3 builds on it)
-    adv_max_norm: float | None = None  # None: adv_steps * adv_lr (adaptive_at Fig. 3, after [15]); 0: unbounded
-    adv_norm: str = "l2"
+    ``init_magnitude`` 0.05 is TextDefender's default random start (adaptive_at §5.3 builds on
+    it); ``max_norm`` null is ``steps * step_size`` (adaptive_at Fig. 3, after [15]), 0 unbounded.
+    """
+
+    perturbation: PerturbationConfig = PerturbationConfig(steps=5, step_size=0.04, init_magnitude=0.05,
+                                                          max_norm=None)
 
     def __post_init__(self) -> None:
-        check_settings("pgd", self, self.adv_norm)
+        self.perturbation.check("pgd")
 
 
 @dataclass(frozen=True)
 class FreeLBConfig(DefenseConfig):
-    """FreeLB (wetar_reweighting Table 3 / carl_rar Table 1, SST-2 column: 2 steps, lr 0.03, ε = 0)."""
+    """FreeLB (wetar_reweighting Table 3 / carl_rar Table 1, SST-2 column: 2 steps, lr 0.03, ε = 0).
 
-    adv_steps: int = 2
-    adv_lr: float = 0.03
-    adv_init_mag: float = 0.05  # TextDefender default; carl_rar Table 1 tunes γ per dataset
-    adv_max_norm: float = 0.0  # 0: unbounded (carl_rar Table 1, all datasets)
-    adv_norm: str = "l2"
+    ``init_magnitude`` 0.05: TextDefender's default (carl_rar Table 1 tunes γ per dataset);
+    ``max_norm`` 0: unbounded (carl_rar Table 1, all datasets).
+    """
+
+    perturbation: PerturbationConfig = PerturbationConfig(steps=2, step_size=0.03, init_magnitude=0.05, max_norm=0.0)
 
     def __post_init__(self) -> None:
-        check_settings("freelb", self, self.adv_norm)
+        self.perturbation.check("freelb")
 
 
 @dataclass(frozen=True)
 class FreeLBPlusPlusConfig(FreeLBConfig):
     """FreeLB++ (Li et al. 2021; wetar_reweighting Table 3): 10 ascent steps, no norm bound."""
 
-    adv_steps: int = 10
-    adv_max_norm: float = 0.0
+    perturbation: PerturbationConfig = PerturbationConfig(steps=10, step_size=0.03, init_magnitude=0.05, max_norm=0.0)
 
     def __post_init__(self) -> None:
-        check_settings("freelb++", self, self.adv_norm)
+        self.perturbation.check("freelb++")
+
+
+def check_tavat(name: str, perturbation: PerturbationConfig) -> None:
+    """TA-VAT's settings: as every embedding AT, and L2 only (its token-level step is L2)."""
+    perturbation.check(name)
+    if perturbation.norm != "l2":
+        raise SuiteError(f"{name}: perturbation.norm must be l2 (TA-VAT's sentence and token-level steps are L2), "
+                         f"got {perturbation.norm!r}")
 
 
 @dataclass(frozen=True)
 class TAVATConfig(DefenseConfig):
     """TA-VAT, SST-2 settings of the authors' release (LinyangLee/Token-Aware-VAT README), which
-    are also TextDefender's defaults: 2 steps, lr 0.05, init 0.2, max norm 0.5."""
+    are also TextDefender's defaults: 2 steps, lr 0.05, init 0.2, max norm 0.5 (0: unbounded)."""
 
-    adv_steps: int = 2
-    adv_lr: float = 0.05
-    adv_init_mag: float = 0.2
-    adv_max_norm: float = 0.5  # 0: unbounded
+    perturbation: PerturbationConfig = PerturbationConfig(steps=2, step_size=0.05, init_magnitude=0.2, max_norm=0.5)
 
     def __post_init__(self) -> None:
-        check_settings("tavat", self)
+        check_tavat("tavat", self.perturbation)
 
 
 @dataclass
@@ -141,28 +134,32 @@ class EmbeddingAT(Defense):
         return self.config
 
     @property
+    def perturbation(self) -> PerturbationConfig:
+        return self.cfg.perturbation
+
+    @property
     def steps(self) -> int:
-        return int(self.cfg.adv_steps)
+        return int(self.perturbation.steps)
 
     def max_norm(self) -> float:
         """The ε of the projection; ``<= 0`` means unbounded."""
-        return float(self.cfg.adv_max_norm or 0.0)
+        return float(self.perturbation.max_norm or 0.0)
 
     @property
     def norm(self) -> str:
-        return str(getattr(self.cfg, "adv_norm", "l2"))
+        return str(self.perturbation.norm)
 
     # --- the pieces a method defines ------------------------------------------------------------
     def start(self, batch: Batch, clean: torch.Tensor, mask: torch.Tensor,
               context: TrainingContext) -> tuple[torch.Tensor, Any]:
         """``delta_0`` (FreeLB's random start, projected) and the method's own state."""
-        delta = random_init(clean, mask, self.cfg.adv_init_mag, self.norm, step_generator(context))
+        delta = random_init(clean, mask, self.perturbation.init_magnitude, self.norm, step_generator(context))
         return project(delta, self.max_norm(), self.norm), None
 
     def step(self, delta: torch.Tensor, state: Any, grad: torch.Tensor,
              mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """One ascent step (adaptive_at Eq. 5): ``proj(delta + alpha * norm(g))``."""
-        lr = self.cfg.adv_lr
+        lr = self.perturbation.step_size
         return project(delta + lr * normalize_gradient(grad, self.norm) * mask, self.max_norm(), self.norm), state
 
     def finish(self, batch: Batch, mask: torch.Tensor, state: Any) -> None:
@@ -209,8 +206,8 @@ class PGD(EmbeddingAT):
     reference = "Madry et al. 2018; adaptive_at §3 Eq. 5-7, Table 6"
 
     def max_norm(self) -> float:
-        eps = self.cfg.adv_max_norm
-        return float(self.steps * self.cfg.adv_lr if eps is None else eps)
+        eps = self.perturbation.max_norm
+        return float(self.steps * self.perturbation.step_size if eps is None else eps)
 
     def training_step(self, batch: Batch, context: TrainingContext) -> dict[str, float]:
         """Ascend without parameter gradients, then descend on ``L(x + delta_k)`` alone."""
@@ -252,18 +249,18 @@ class TAVAT(FreeLB):
 
     * ``delta_lb`` is FreeLB's sentence-level perturbation (random start, L2-normalised step);
     * ``delta_tok`` starts from a *global perturbation vocabulary* ``V`` (one row per token id,
-      initialised ``U(-1, 1) * init_mag / sqrt(D)``) that accumulates, for every token of every
+      initialised ``U(-1, 1) * init_magnitude / sqrt(D)``) that accumulates, for every token of every
       batch, the token perturbation of the batch's last ascent pass (``V[id] += delta_tok``);
     * token-level normalisation: each token steps ``alpha * g_j / ||g_j||`` along its own
       gradient, then is rescaled by ``||delta_tok_j|| / max_i ||delta_tok_i||`` (a token-level ball
       whose radius follows the token's relative perturbation), before ``delta_lb + delta_tok`` is
-      projected on the sentence-level ε-ball (``adv_max_norm``).
+      projected on the sentence-level ε-ball (``perturbation.max_norm``).
 
     The parameters are trained as in FreeLB (``training_step`` is FreeLB's), on
     ``(1/k) sum_t L(x + delta_{t-1})``.
 
     Simplifications, with reasons: (1) the vocabulary rows of a sentence are scaled to Frobenius
-    norm ``init_mag`` per example, where the release divides by the norm of the whole batch (which
+    norm ``init_magnitude`` per example, where the release divides by the norm of the whole batch (which
     ties one example's start to its batch-mates and to the batch size); (2) padding positions get
     no perturbation and no vocabulary update (the release relies on BERT's attention mask, which
     the word-level CNN/LSTM do not have); (3) each pass's loss is divided by ``k`` as in FreeLB
@@ -290,14 +287,14 @@ class TAVAT(FreeLB):
         have = 0 if self.vocabulary is None else self.vocabulary.shape[0]
         if need > have:
             noise = torch.rand(need - have, dim, generator=self._vocab_generator) * 2 - 1
-            rows = (noise * self.cfg.adv_init_mag / math.sqrt(dim)).to(ids.device)
+            rows = (noise * self.perturbation.init_magnitude / math.sqrt(dim)).to(ids.device)
             self.vocabulary = rows if self.vocabulary is None else torch.cat([self.vocabulary, rows])
         assert self.vocabulary is not None
         return self.vocabulary[ids]
 
     def start(self, batch: Batch, clean: torch.Tensor, mask: torch.Tensor,
               context: TrainingContext) -> tuple[torch.Tensor, Any]:
-        magnitude = self.cfg.adv_init_mag
+        magnitude = self.perturbation.init_magnitude
         delta_lb = random_init(clean, mask, magnitude, "l2", step_generator(context))
         rows = self.vocabulary_rows(batch["input_ids"], clean.shape[-1], context).to(clean.dtype) * mask
         delta_tok = rows * (magnitude / per_example_norm(rows))
@@ -306,17 +303,17 @@ class TAVAT(FreeLB):
     def step(self, delta: torch.Tensor, state: Any, grad: torch.Tensor,
              mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
         delta_lb, delta_tok = state
-        lr = self.cfg.adv_lr
+        lr = self.perturbation.step_size
         delta_lb = delta_lb + lr * normalize_gradient(grad) * mask
         delta_tok = token_level_step(delta_tok, grad, lr, mask)
         return self._project(delta_lb, delta_tok)
 
     def _project(self, delta_lb: torch.Tensor, delta_tok: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """Rescale both parts so that ``||delta_lb + delta_tok|| <= adv_max_norm`` per example."""
+        """Rescale both parts so that ``||delta_lb + delta_tok|| <= max_norm`` per example."""
         total = delta_lb + delta_tok
         eps = self.max_norm()
         if eps > 0:
-            scale = torch.clamp(eps / per_example_norm(total), max=1.0)
+            scale = l2_projection_scale(total, eps)
             delta_lb, delta_tok, total = delta_lb * scale, delta_tok * scale, total * scale
         return total, (delta_lb, delta_tok)
 

@@ -38,13 +38,17 @@ What the suite's interface allows, and the simplifications (each with its reason
   ``f(x, y) = softplus(w2 . relu(W1 [x; y] + b1) + b2)`` with 300 hidden units and
   ``I_NCE = mean_i f(x_i, y_i) - mean_i logsumexp_j f(x_j, y_i) + log N`` (``<= log N``), on the
   shuffled (local, global) pairs in chunks of the training batch size, averaged over chunks.
-* **Critic optimisation.** The reference code puts the critic into the model's optimiser (same
-  learning rate and schedule). The suite's trainer owns the model's optimiser, so the critics have
-  their own AdamW with the model's base learning rate and weight decay (``critic_lr`` overrides);
-  their learning rate is not decayed. Critics are training-only: they are not saved with the
-  checkpoint and play no role at evaluation or attack time.
+* **Critic optimisation.** As in the reference code, the critics are optimised by the model's
+  optimiser: they are the defense's training-only ``extra_modules`` (trainer interface v2), so
+  they get the model's learning rate, schedule, weight decay and gradient clipping (the global
+  norm covers model and critics); ``critic_lr > 0`` sets their param group's base learning rate
+  (scheduled like the model's). They are built in ``on_train_start`` (sizes from one probe
+  forward pass, weights seeded from the run seed without touching the global RNG stream), are
+  not saved with the checkpoint and play no role at evaluation or attack time. Version 2: until
+  version 1 the critics had a private AdamW (constant LR; with ``critic_lr``, no weight decay),
+  stepped inside ``training_step`` before the model's step and unclipped.
 * **Perturbation** (shared ``defenses.perturbation``): FreeLB's uniform random start, L2-normalised
-  ascent steps, unbounded by default (``adv_max_norm = 0``), as the reference run script; the
+  ascent steps, unbounded by default (``perturbation.max_norm = 0``), as the reference run script; the
   ascent direction is the gradient of the step's ``CE + beta * IB`` (as in the reference code),
   restricted to real tokens (padding matters for the word CNN). The loop is written here rather
   than taken from ``defenses.embedding_at`` because the regularisers need each ascent pass's
@@ -57,24 +61,26 @@ the paper's, every implementation detail is taken from the reference code.
 
 Defaults: the reference code's (ANLI README run line; TextDefender's ``infobert`` trainer):
 ``adv_steps 3, adv_lr 4e-2, adv_init_mag 8e-2, adv_max_norm 0, alpha 5e-3, beta 5e-3, cl 0.5,
-ch 0.9``. The five papers of this suite give no InfoBERT hyper-parameters; adaptive_at §1 confirms
-``k = 3`` for InfoBERT.
+ch 0.9``; the ``adv_*`` settings are the config's ``perturbation`` (``steps``, ``step_size``,
+``init_magnitude``, ``max_norm``, :class:`~defenses.perturbation.PerturbationConfig`). The five
+papers of this suite give no InfoBERT hyper-parameters; adaptive_at §1 confirms ``k = 3`` for InfoBERT.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
-from defenses.perturbation import normalize_gradient, project, random_init, step_generator, token_mask
+from defenses.perturbation import (PerturbationConfig, normalize_gradient, project, random_init, step_generator,
+                                   token_mask)
 from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
-
-NORMS = ("l2", "linf")
+from suite.models.batching import make_batch
 
 
 class InfoNCECritic(nn.Module):
@@ -135,22 +141,17 @@ class InfoBertConfig(DefenseConfig):
     beta: float = 5e-3  # weight of the information-bottleneck regulariser (reference code)
     cl: float = 0.5  # lower quantile of the anchored band (reference code)
     ch: float = 0.9  # upper quantile of the anchored band (reference code)
-    adv_steps: int = 3  # FreeLB ascent steps K (reference code; adaptive_at §1)
-    adv_lr: float = 4e-2  # ascent step size
-    adv_init_mag: float = 8e-2  # FreeLB random start magnitude
-    adv_max_norm: float = 0.0  # L2 (or linf) radius; 0: unbounded (reference code)
-    norm: str = "l2"  # l2 | linf
+    # FreeLB ascent: K = 3 steps (reference code; adaptive_at §1) of size 4e-2, random start 8e-2,
+    # L2 (or linf) radius 0: unbounded (reference code)
+    perturbation: PerturbationConfig = PerturbationConfig(steps=3, step_size=4e-2, init_magnitude=8e-2, max_norm=0.0)
     critic_hidden: int = 300  # hidden units of the InfoNCE critics (reference code)
-    critic_lr: float = 0.0  # 0: the model optimiser's base learning rate
+    critic_lr: float = 0.0  # > 0: the critics' param-group learning rate; 0: the model's
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise SuiteError(f"infobert: norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.adv_steps < 1:
-            raise SuiteError(f"infobert: adv_steps must be >= 1, got {self.adv_steps}")
+        self.perturbation.check("infobert", positive_step_size=False)
         if not 0.0 <= self.cl <= self.ch <= 1.0:
             raise SuiteError(f"infobert: need 0 <= cl <= ch <= 1, got cl={self.cl}, ch={self.ch}")
-        for name in ("alpha", "beta", "adv_lr", "adv_init_mag", "adv_max_norm", "critic_lr"):
+        for name in ("alpha", "beta", "critic_lr"):
             if getattr(self, name) < 0:
                 raise SuiteError(f"infobert: {name} must be >= 0, got {getattr(self, name)}")
         if self.critic_hidden < 1:
@@ -165,13 +166,40 @@ class InfoBert(Defense):
     Config = InfoBertConfig
     config: InfoBertConfig
     reference = "Wang et al. 2021 (InfoBERT, ICLR), reference code AI-secure/InfoBERT"
+    version: ClassVar[int] = 2  # 2: critics in the trainer's optimiser (scheduled, clipped), see the docstring
 
     def __init__(self, config: DefenseConfig, model: TextClassifier) -> None:
         super().__init__(config, model)
         self.ib_critic: InfoNCECritic | None = None
         self.af_critic: InfoNCECritic | None = None
-        self.critic_optimizer: torch.optim.Optimizer | None = None
         self._sums = self._zero_sums()
+
+    # --- the critics: training-only extra modules -----------------------------------------------------
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {name: critic for name, critic in (("ib_critic", self.ib_critic), ("af_critic", self.af_critic))
+                if critic is not None}
+
+    def extra_module_options(self, name: str) -> dict[str, float]:
+        return {"lr": self.config.critic_lr} if self.config.critic_lr > 0 else {}
+
+    def on_train_start(self, context: TrainingContext) -> None:
+        """Build the critics before the trainer builds its optimiser; their input sizes come from one
+        forward pass on a training example (eval mode, no gradient, RNG state restored)."""
+        if not (self.config.alpha > 0 or self.config.beta > 0) or not context.train:
+            return
+        model = self.model
+        was_training = model.training
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.eval()
+            try:
+                batch = make_batch(model, context.train[:1], context.device)
+                embeds = model.embed(batch)
+                features = model.forward_embeddings(embeds, batch, return_features=True).features
+            finally:
+                model.train(was_training)
+        if features is None:
+            raise SuiteError(f"infobert: backbone {type(model).__name__} returns no features")
+        self._ensure_critics(embeds.shape[-1], features.shape[-1], context.device, context)
 
     # --- bookkeeping ----------------------------------------------------------------------------------
     @staticmethod
@@ -192,9 +220,11 @@ class InfoBert(Defense):
                                self._sums["anchored"] / max(1.0, self._sums["tokens"]), step)
 
     def _ensure_critics(self, x_dim: int, y_dim: int, device: torch.device, context: TrainingContext) -> None:
-        """Build the critics on first use (their sizes are the backbone's), seeded from the run seed
-        without consuming the global RNG stream that drives dropout."""
-        if self.critic_optimizer is not None:
+        """Build the critics once (their sizes are the backbone's), seeded from the run seed without
+        consuming the global RNG stream that drives dropout. The trainer builds them in
+        ``on_train_start``; a ``training_step`` called outside the trainer builds them on first use
+        (the caller then optimises ``extra_modules()`` itself)."""
+        if self.ib_critic is not None or self.af_critic is not None:
             return
         cfg = self.config
         with torch.random.fork_rng(devices=[]):
@@ -203,20 +233,12 @@ class InfoBert(Defense):
                 self.ib_critic = InfoNCECritic(x_dim, y_dim, cfg.critic_hidden).to(device)
             if cfg.alpha > 0:
                 self.af_critic = InfoNCECritic(x_dim, y_dim, cfg.critic_hidden).to(device)
-        params = [p for c in (self.ib_critic, self.af_critic) if c is not None for p in c.parameters()]
-        if cfg.critic_lr > 0:
-            lr, weight_decay = cfg.critic_lr, 0.0
-        elif context.optimizer is not None:
-            lr, weight_decay = context.optimizer.defaults["lr"], context.optimizer.defaults.get("weight_decay", 0.0)
-        else:
-            raise SuiteError("infobert: no model optimiser in the training context to copy the critics' "
-                             "learning rate from; set critic_lr")
-        self.critic_optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
     # --- the training step ----------------------------------------------------------------------------
     def training_step(self, batch: Batch, context: TrainingContext) -> dict[str, float]:
         cfg, model = self.config, self.model
-        labels, k = batch["labels"], cfg.adv_steps
+        perturbation = cfg.perturbation
+        labels, k = batch["labels"], perturbation.steps
         chunk = int(labels.shape[0])
         generator = step_generator(context)
         need_mi = cfg.alpha > 0 or cfg.beta > 0
@@ -228,8 +250,8 @@ class InfoBert(Defense):
             embeds = model.embed(batch)  # re-embedded each step: backward frees the graph
             if delta is None:  # FreeLB's random start
                 mask = token_mask(batch, embeds)
-                delta = project(random_init(embeds.detach(), mask, cfg.adv_init_mag, cfg.norm, generator),
-                                cfg.adv_max_norm, cfg.norm)
+                delta = project(random_init(embeds.detach(), mask, perturbation.init_magnitude, perturbation.norm,
+                                            generator), perturbation.max_norm, perturbation.norm)
             delta.requires_grad_(True)
             inputs = embeds + delta
             out = model.forward_embeddings(inputs, batch, return_features=need_mi)
@@ -257,9 +279,9 @@ class InfoBert(Defense):
             if step == k - 1:
                 break
             with torch.no_grad():
-                delta = project(delta + cfg.adv_lr * normalize_gradient(grad * mask, cfg.norm),
-                                cfg.adv_max_norm, cfg.norm) * mask
-        self._step_critics()
+                delta = project(delta + perturbation.step_size * normalize_gradient(grad * mask, perturbation.norm),
+                                perturbation.max_norm, perturbation.norm) * mask
+        self._reverse_ib_critic_gradient()
         self._sums["ce"] += ce_sum
         self._sums["ib_mi"] += ib_sum
         self._sums["af_mi"] += af_sum
@@ -268,15 +290,11 @@ class InfoBert(Defense):
         self._sums["n"] += 1
         return {"loss": ce_sum, "ib_mi": ib_sum, "af_mi": af_sum}
 
-    def _step_critics(self) -> None:
-        """One AdamW step of both critics on this batch: the AF critic descends ``-alpha * AF``
-        (it ascends the bound, like the model); the IB critic's gradient is reversed so that it
-        also ascends its bound while the model descends ``beta * IB``."""
-        if self.critic_optimizer is None:
-            return
+    def _reverse_ib_critic_gradient(self) -> None:
+        """The trainer's optimiser steps both critics with the model: the AF critic descends
+        ``-alpha * AF`` (it ascends the bound, like the model); the IB critic's gradient is reversed
+        here so that it also ascends its bound while the model descends ``beta * IB``."""
         if self.ib_critic is not None:
             for p in self.ib_critic.parameters():
                 if p.grad is not None:
                     p.grad.neg_()
-        self.critic_optimizer.step()
-        self.critic_optimizer.zero_grad(set_to_none=True)

@@ -4,17 +4,69 @@ All perturbations live in the space of ``model.embed(batch)`` (``[B, T, D]``) an
 real tokens (``attention_mask == 1``). Norms are per example, over the whole [T x D] matrix of
 real tokens, as in FreeLB (Zhu et al. 2020, Alg. 1) and TA-VAT; the L2 ball is the default,
 ``linf`` clips element-wise (Madry et al. 2018).
+
+Every embedding-space defense configures its perturbation with one :class:`PerturbationConfig`,
+held in its config as the nested field ``perturbation`` (YAML:
+``defenses: {pgd: {perturbation: {steps: 5, step_size: 0.04}}}``; unset keys keep that
+defense's own defaults).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from suite.core.errors import SuiteError
 from suite.models.base import Batch
 
 if TYPE_CHECKING:
     from defenses.base import TrainingContext
+
+
+NORMS = ("l2", "linf")
+
+
+@dataclass(frozen=True)
+class PerturbationConfig:
+    """The inner maximisation's settings, one naming scheme for every embedding-space defense.
+
+    The papers' names: ``steps`` is k (adaptive_at Table 10; FreeLB's K, TRADES's K, SMART's
+    T_x̃), ``step_size`` is α (adaptive_at Eq. 5; FreeLB's adv-lr, SMART's η), ``init_magnitude``
+    the random start's scale (FreeLB's adv-init-mag, SMART's σ, TRADES's 0.001), ``max_norm``
+    the ball's radius ε (FreeLB's adv-max-norm, TRADES/SMART's ε). ``max_norm`` ``None`` or ``0``
+    means unbounded, except where the holding defense says otherwise (PGD: ``None`` is
+    ``steps * step_size``; TRADES and SMART need a bounded ball). ``norm``: ``l2`` (per example over
+    the [tokens x dim] matrix) or ``linf``.
+
+    The limits differ per defense, so the config that holds it validates it (:meth:`check`).
+    """
+
+    steps: int
+    step_size: float
+    init_magnitude: float
+    max_norm: float | None
+    norm: str = "l2"
+
+    def check(self, where: str, *, min_steps: int = 1, positive_step_size: bool = True,
+              bounded: bool = False) -> None:
+        """Refuse settings ``where``'s ascent cannot run with (one line naming the field)."""
+        if self.norm not in NORMS:
+            raise SuiteError(f"{where}: perturbation.norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.steps < min_steps:
+            raise SuiteError(f"{where}: perturbation.steps must be >= {min_steps}, got {self.steps}")
+        if positive_step_size and self.step_size <= 0:
+            raise SuiteError(f"{where}: perturbation.step_size (the ascent step) must be > 0, got {self.step_size}")
+        if self.step_size < 0:
+            raise SuiteError(f"{where}: perturbation.step_size must be >= 0, got {self.step_size}")
+        if self.init_magnitude < 0:
+            raise SuiteError(f"{where}: perturbation.init_magnitude must be >= 0 (0: zero start), "
+                             f"got {self.init_magnitude}")
+        if bounded and (self.max_norm is None or self.max_norm <= 0):
+            raise SuiteError(f"{where}: perturbation.max_norm must be > 0 (the radius of the perturbation ball), "
+                             f"got {self.max_norm}")
+        if self.max_norm is not None and self.max_norm < 0:
+            raise SuiteError(f"{where}: perturbation.max_norm must be >= 0 (0: unbounded), got {self.max_norm}")
 
 
 def token_mask(batch: Batch, like: torch.Tensor) -> torch.Tensor:
@@ -40,7 +92,13 @@ def project(delta: torch.Tensor, epsilon: float | None, norm: str = "l2") -> tor
         return delta
     if norm == "linf":
         return delta.clamp(-epsilon, epsilon)
-    return delta * torch.clamp(epsilon / per_example_norm(delta), max=1.0)
+    return delta * l2_projection_scale(delta, epsilon)
+
+
+def l2_projection_scale(delta: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``min(1, epsilon / ||delta||_2)`` per example (``[B, 1, 1]``): the factor that projects
+    ``delta`` onto the L2 ball (TA-VAT applies it to both parts of its perturbation)."""
+    return torch.clamp(epsilon / per_example_norm(delta), max=1.0)
 
 
 def random_init(embeds: torch.Tensor, mask: torch.Tensor, magnitude: float, norm: str = "l2",

@@ -35,7 +35,10 @@ Magnitude: with the paper's ε = 1e-5 the smoothness term is tiny (measured R_s 
 smoke cnn and minilm-l6 runs; logged per epoch as ``smart.smoothness``, with ``smart.bregman``
 and ``smart.ce``). MT-DNN's code does not project on an ε ball: it rescales δ_0 + η g to unit
 L_inf norm per token (its ``epsilon`` is only the division guard), i.e. a far larger δ. The
-suite keeps the paper's stated ball; ``epsilon`` / ``step_size`` are configurable.
+suite keeps the paper's stated ball; ``perturbation.max_norm`` / ``step_size`` are configurable.
+
+Config names: ``perturbation`` (:class:`~defenses.perturbation.PerturbationConfig`) holds
+``steps`` = T_x̃, ``step_size`` = η, ``init_magnitude`` = σ, ``max_norm`` = ε and ``norm``.
 """
 from __future__ import annotations
 
@@ -46,8 +49,8 @@ import torch
 import torch.nn.functional as F
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
-from defenses.perturbation import step_generator
-from defenses.trades import SharedDropout, ascend_divergence, check_perturbation_settings, kl_divergence
+from defenses.perturbation import PerturbationConfig, step_generator
+from defenses.trades import SharedDropout, ascend_divergence, check_divergence_perturbation, kl_divergence
 from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
@@ -62,11 +65,9 @@ class SmartConfig(DefenseConfig):
     lambda_s: float = 1.0  # weight of the smoothness regulariser R_s
     mu: float = 1.0  # weight of the Bregman proximal term D_Breg
     beta: float = 0.99  # teacher momentum (SMART: 0.99, then 0.999 after 10% of updates)
-    steps: int = 1  # T_x̃, ascent steps
-    step_size: float = 1e-3  # η
-    epsilon: float = 1e-5  # ε, radius of the perturbation ball
-    init_mag: float = 1e-5  # σ, scale of the random start
-    norm: str = "linf"  # linf (SMART) | l2
+    # T_x̃ = 1 ascent step of size η = 1e-3, ε = 1e-5 ball radius, σ = 1e-5 start, L_inf (SMART §5)
+    perturbation: PerturbationConfig = PerturbationConfig(steps=1, step_size=1e-3, init_magnitude=1e-5, max_norm=1e-5,
+                                                          norm="linf")
 
     def __post_init__(self) -> None:
         for name in ("lambda_s", "mu"):
@@ -74,8 +75,7 @@ class SmartConfig(DefenseConfig):
                 raise SuiteError(f"smart: {name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.beta < 1.0:
             raise SuiteError(f"smart: beta (teacher momentum) must be in [0, 1), got {self.beta}")
-        check_perturbation_settings("smart", steps=self.steps, step_size=self.step_size, epsilon=self.epsilon,
-                                    init_mag=self.init_mag, norm=self.norm)
+        check_divergence_perturbation("smart", self.perturbation)
 
 
 @register_defense("smart")
@@ -133,9 +133,7 @@ class Smart(Defense):
     def perturbation(self, batch: Batch, context: TrainingContext, embeds: torch.Tensor,
                      clean_logits: torch.Tensor, noise: SharedDropout | None = None) -> torch.Tensor:
         """δ approximately maximising ℓ_s(f(x + δ), f(x)) on the ε ball (Alg. 1 lines 4-7)."""
-        cfg = self.config
-        return ascend_divergence(self.model, embeds, batch, clean_logits, symmetric_kl, steps=cfg.steps,
-                                 step_size=cfg.step_size, epsilon=cfg.epsilon, init_mag=cfg.init_mag, norm=cfg.norm,
+        return ascend_divergence(self.model, embeds, batch, clean_logits, symmetric_kl, self.config.perturbation,
                                  generator=step_generator(context),
                                  before_forward=noise.replay if noise is not None else (lambda: None))
 

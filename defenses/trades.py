@@ -7,10 +7,12 @@ Objective (TRADES Eq. 5; adaptive_at Table 6, row "TRADES")::
 
 with ``f`` the softmax output and ``x`` the input embeddings (``model.embed(batch)``). The
 inner maximisation is TRADES Alg. 1, moved from pixels to embeddings: a small random start
-(TRADES: ``0.001 * N(0, I)``; here the suite's shared uniform start, ``U(-init_mag, init_mag)``
-per coordinate on real tokens), then ``steps`` ascent steps on the KL, each
+(TRADES: ``0.001 * N(0, I)``; here the suite's shared uniform start,
+``U(-init_magnitude, init_magnitude)`` per coordinate on real tokens), then ``steps`` ascent steps on the KL, each
 ``delta <- Proj_eps(delta + step_size * g / ||g||_2)`` (the L2 form of the suite's other
 embedding-space AT; TRADES uses sign steps in its L_inf pixel ball, ``norm: linf`` selects that).
+The settings are the config's ``perturbation`` (:class:`~defenses.perturbation.PerturbationConfig`):
+``steps`` = K, ``step_size``, ``init_magnitude`` (the start's scale), ``max_norm`` = ε (> 0), ``norm``.
 
 Defaults (adaptive_at §5.3): the KL weight is 0.5 — adaptive_at calls it "the weighting factor
 α in TRADES" (§5.3) and λ in Table 6; it multiplies the KL term, i.e. it is TRADES's own
@@ -34,12 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from defenses.base import Defense, DefenseConfig, TrainingContext, register_defense
-from defenses.perturbation import normalize_gradient, project, random_init, step_generator, token_mask
+from defenses.perturbation import (PerturbationConfig, normalize_gradient, project, random_init, step_generator,
+                                   token_mask)
 from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 
 Divergence = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-NORMS = ("l2", "linf")
 
 
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -49,18 +51,10 @@ def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tenso
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
 
 
-def check_perturbation_settings(where: str, *, steps: int, step_size: float, epsilon: float,
-                                init_mag: float, norm: str) -> None:
-    """Refuse settings the ascent cannot use, with one line naming the defense and the field."""
-    if norm not in NORMS:
-        raise SuiteError(f"{where}: norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    if steps < 0:
-        raise SuiteError(f"{where}: steps must be >= 0, got {steps}")
-    for name, value in (("step_size", step_size), ("init_mag", init_mag)):
-        if value < 0:
-            raise SuiteError(f"{where}: {name} must be >= 0, got {value}")
-    if epsilon <= 0:
-        raise SuiteError(f"{where}: epsilon must be > 0 (the radius of the perturbation ball), got {epsilon}")
+def check_divergence_perturbation(where: str, perturbation: PerturbationConfig) -> None:
+    """The limits of :func:`ascend_divergence`: ``steps >= 0`` (0: the random start only),
+    ``step_size >= 0`` and a bounded ball (``max_norm > 0``)."""
+    perturbation.check(where, min_steps=0, positive_step_size=False, bounded=True)
 
 
 class SharedDropout:
@@ -80,20 +74,21 @@ class SharedDropout:
 
 
 def ascend_divergence(model: TextClassifier, embeds: torch.Tensor, batch: Batch, target_logits: torch.Tensor,
-                      divergence: Divergence, *, steps: int, step_size: float, epsilon: float, init_mag: float,
-                      norm: str = "l2", generator: torch.Generator | None = None,
+                      divergence: Divergence, perturbation: PerturbationConfig, *,
+                      generator: torch.Generator | None = None,
                       before_forward: Callable[[], None] = lambda: None) -> torch.Tensor:
     """Projected gradient ascent of ``divergence(target_logits, f(embeds + delta))`` in ``delta``.
 
-    Random start ``U(-init_mag, init_mag)`` per real-token coordinate, projected on the
-    ``epsilon`` ball; then ``steps`` times ``delta <- Proj(delta + step_size * normalise(grad))``
+    Random start ``U(-init_magnitude, init_magnitude)`` per real-token coordinate, projected on
+    the ``max_norm`` (ε) ball; then ``steps`` times ``delta <- Proj(delta + step_size * normalise(grad))``
     (TRADES Alg. 1 lines 4-6; SMART Alg. 1 lines 4-7). Padding stays zero. Only ``delta``
     is differentiated: parameter ``.grad`` is left untouched. Returns a detached ``delta``.
     """
+    epsilon, norm, step_size = perturbation.max_norm, perturbation.norm, perturbation.step_size
     embeds, target_logits = embeds.detach(), target_logits.detach()
     mask = token_mask(batch, embeds)
-    delta = project(random_init(embeds, mask, init_mag, "linf", generator), epsilon, norm) * mask
-    for _ in range(steps):
+    delta = project(random_init(embeds, mask, perturbation.init_magnitude, "linf", generator), epsilon, norm) * mask
+    for _ in range(perturbation.steps):
         delta.requires_grad_(True)
         before_forward()
         logits = model.forward_embeddings(embeds + delta, batch).logits
@@ -106,18 +101,17 @@ def ascend_divergence(model: TextClassifier, embeds: torch.Tensor, batch: Batch,
 
 @dataclass(frozen=True)
 class TradesConfig(DefenseConfig):
-    beta: float = 0.5  # weight of the KL term (adaptive_at §5.3 "factor 0.5")
-    steps: int = 5  # ascent steps k (adaptive_at Table 10)
-    step_size: float = 0.04  # adaptive_at §5.3
-    epsilon: float = 0.2  # ball radius, k * step_size (adaptive_at §7.4)
-    init_mag: float = 1e-3  # random start per coordinate (TRADES Alg. 1: 0.001 * N(0, I))
-    norm: str = "l2"  # l2 | linf
+    """``beta``: weight of the KL term (adaptive_at §5.3 "factor 0.5"). ``perturbation``: k = 5
+    ascent steps (adaptive_at Table 10) of size 0.04 (§5.3), ball radius ε = k * step_size = 0.2
+    (§7.4), random start 1e-3 per coordinate (TRADES Alg. 1: 0.001 * N(0, I)), L2."""
+
+    beta: float = 0.5
+    perturbation: PerturbationConfig = PerturbationConfig(steps=5, step_size=0.04, init_magnitude=1e-3, max_norm=0.2)
 
     def __post_init__(self) -> None:
         if self.beta < 0:
             raise SuiteError(f"trades: beta must be >= 0, got {self.beta}")
-        check_perturbation_settings("trades", steps=self.steps, step_size=self.step_size, epsilon=self.epsilon,
-                                    init_mag=self.init_mag, norm=self.norm)
+        check_divergence_perturbation("trades", self.perturbation)
 
 
 @register_defense("trades")
@@ -142,10 +136,8 @@ class Trades(Defense):
 
     def perturbation(self, batch: Batch, context: TrainingContext, embeds: torch.Tensor,
                      clean_logits: torch.Tensor, noise: SharedDropout | None = None) -> torch.Tensor:
-        """The inner maximisation: ``delta`` with ``||delta|| <= epsilon`` maximising the KL."""
-        cfg = self.config
-        return ascend_divergence(self.model, embeds, batch, clean_logits, kl_divergence, steps=cfg.steps,
-                                 step_size=cfg.step_size, epsilon=cfg.epsilon, init_mag=cfg.init_mag, norm=cfg.norm,
+        """The inner maximisation: ``delta`` with ``||delta|| <= max_norm`` maximising the KL."""
+        return ascend_divergence(self.model, embeds, batch, clean_logits, kl_divergence, self.config.perturbation,
                                  generator=step_generator(context),
                                  before_forward=noise.replay if noise is not None else (lambda: None))
 

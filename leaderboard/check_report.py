@@ -9,6 +9,15 @@ A *cell* is one reproduced number: ``<profile>/<dataset>/<backbone>/<defense>/<m
 that ran. Published comparisons use the leaderboard's rules and tolerances
 (``leaderboard.compare``, ``leaderboard/tolerances.yaml``); reference comparisons use the check
 set's ``reference_tolerances``.
+
+Reference tiers. A reference run records the fingerprint of the machine that wrote it
+(``suite.run.fingerprint``: CPU vendor/model/ISA, ATen capability, kernel settings, torch/MKL
+versions, libc). A reproduced run with the same fingerprint is compared **exactly** (the check
+set's ``reference_tolerances``, 1e-6: CPU runs are bit-identical on one fingerprint); a run from
+another fingerprint is compared with the **cross-machine** tolerance (``cross_machine_tolerances``),
+measured across kernel paths and machines and expressed in test/attacked examples for accuracies
+(converted to percentage points with the cell's own counts) and in model queries for #Query. Every
+row says which tier it used.
 """
 from __future__ import annotations
 
@@ -26,6 +35,10 @@ REFERENCE_SCHEMA = "suite-check-reference/1"
 # and never compared.
 REFERENCE_METRICS = ("clean", "aua", "suc", "queries", "cosine", "euclidean")
 MATCHES = "matches"
+EXACT, CROSS_MACHINE = "exact", "cross-machine"
+# Units of the cross-machine tolerances: accuracies in examples (of the count that is the metric's
+# denominator), #Query in mean model queries, k-PGD feature measures in their own units.
+EXAMPLE_METRICS = ("clean", "aua", "suc")
 NO_REFERENCE = "no reference"
 _EPS = 1e-9  # float noise on the boundary |difference| == tolerance (as leaderboard.tolerance.judge)
 
@@ -45,6 +58,8 @@ class Reproduced:
     mean: float | None
     published: tuple[Mapping[str, Any], ...] = ()
     config_hashes: Mapping[int, str] = field(default_factory=dict)
+    fingerprints: Mapping[int, str] = field(default_factory=dict)  # seed -> fingerprint id of the run
+    counts: Mapping[int, float] = field(default_factory=dict)  # seed -> the metric's denominator (examples)
 
     @property
     def cell(self) -> str:
@@ -95,6 +110,7 @@ class Row:
     status: str
     fails: bool
     kind: str  # "compared" | "known" | "not comparable" | "no published value" | "missing" | "error"
+    tier: str = ""  # reference rows: "exact" (same fingerprint) or "cross-machine"
 
 
 # --- reference comparisons -------------------------------------------------------------------------
@@ -126,25 +142,76 @@ def _config_note(reference: Mapping[str, Any], rep: Reproduced) -> str:
     return f"; config hash changed ({', '.join(changed)})" if changed else ""
 
 
-def reference_row(rep: Reproduced, reference: Mapping[str, Any], where: str,
-                  tolerances: Mapping[str, float]) -> Row:
-    """``rep`` against the committed reference ``where`` (e.g. ``references/smoke.json``)."""
+def reference_tier(reference: Mapping[str, Any], rep: Reproduced) -> tuple[str, str]:
+    """(tier, why): exact when every seed's reproduced fingerprint equals the reference run's."""
+    runs = reference.get("runs", {})
+    for seed in rep.seeds:
+        ref_fp = runs.get(run_key(rep.dataset, rep.backbone, rep.defense, seed), {}).get("fingerprint")
+        got = rep.fingerprints.get(seed)
+        if not ref_fp:
+            return CROSS_MACHINE, f"the reference run of seed {seed} records no fingerprint"
+        if not got:
+            return CROSS_MACHINE, f"the reproduced run of seed {seed} records no fingerprint"
+        if ref_fp != got:
+            return CROSS_MACHINE, f"fingerprint {got} != reference {ref_fp}"
+    return EXACT, "same fingerprint"
+
+
+def cross_machine_tolerance(rep: Reproduced, reference: Mapping[str, Any],
+                            cross: Mapping[str, float]) -> tuple[float | None, str]:
+    """The cross-machine tolerance of ``rep`` in the metric's unit, and how it was derived.
+
+    Accuracies: ``k`` examples of the metric's denominator ``n`` (test examples for clean, attacked
+    examples for aua, attempted = not skipped for suc; the smallest count over the seeds, from the
+    reference run, else the reproduced run), i.e. ``100 * k / n`` percentage points; a mean over
+    seeds, each within ``k`` examples, is within the same bound.
+    """
+    metric = rep.base_metric
+    if metric not in cross:
+        return None, f"no cross-machine tolerance for {metric}"
+    value = float(cross[metric])
+    if metric not in EXAMPLE_METRICS:
+        return value, f"{value:g} {'queries' if metric == 'queries' else metric}"
+    counts = []
+    for seed in rep.seeds:
+        ref = reference.get("runs", {}).get(run_key(rep.dataset, rep.backbone, rep.defense, seed), {})
+        n = ref.get("counts", {}).get(rep.metric) or rep.counts.get(seed)
+        if not n:
+            return None, f"no example count for {rep.metric} (seed {seed}) to convert {value:g} examples"
+        counts.append(float(n))
+    n = min(counts)
+    return round(100.0 * value / n, 6), f"{value:g} of {n:g} examples"
+
+
+def reference_row(rep: Reproduced, reference: Mapping[str, Any], where: str, tolerances: Mapping[str, float],
+                  cross_machine: Mapping[str, float] | None = None) -> Row:
+    """``rep`` against the committed reference ``where`` (e.g. ``references/smoke.json``), exact on the
+    fingerprint that wrote the reference, else within the cross-machine tolerance."""
     against = f"reference ({where})"
-    tol = tolerances.get(rep.base_metric)
-    if tol is None:
-        return Row(rep.item, rep.cell, against, None, rep.mean, None, None,
-                   f"not comparable: no reference tolerance for {rep.base_metric}", False, "not comparable")
-    expected, why = expected_from_reference(reference, rep)
+    expected, missing = expected_from_reference(reference, rep)
+    tier, why = reference_tier(reference, rep)
+    if tier == EXACT:
+        tol, unit = tolerances.get(rep.base_metric), ""
+        if tol is None:
+            return Row(rep.item, rep.cell, against, None, rep.mean, None, None,
+                       f"not comparable: no reference tolerance for {rep.base_metric}", False, "not comparable", tier)
+    else:
+        tol, unit = cross_machine_tolerance(rep, reference, cross_machine or {})
+        if tol is None and expected is not None:
+            return Row(rep.item, rep.cell, against, None, rep.mean, None, None,
+                       f"not comparable: {why}, and {unit}", False, "not comparable", CROSS_MACHINE)
+        tier = f"{CROSS_MACHINE} ({unit})" if tol is not None else CROSS_MACHINE
     if expected is None:
-        return Row(rep.item, rep.cell, against, None, rep.mean, None, tol, f"{NO_REFERENCE} ({why})", True, "missing")
+        return Row(rep.item, rep.cell, against, None, rep.mean, None, tol, f"{NO_REFERENCE} ({missing})", True,
+                   "missing", tier)
     if rep.mean is None:
         return Row(rep.item, rep.cell, against, expected, None, None, tol,
-                   "deviates: no reproduced value (missing or NaN in every seed)", True, "compared")
+                   "deviates: no reproduced value (missing or NaN in every seed)", True, "compared", tier)
     diff = round(rep.mean - expected, 6)
     if abs(rep.mean - expected) <= tol + _EPS:
-        return Row(rep.item, rep.cell, against, expected, rep.mean, diff, tol, MATCHES, False, "compared")
+        return Row(rep.item, rep.cell, against, expected, rep.mean, diff, tol, MATCHES, False, "compared", tier)
     return Row(rep.item, rep.cell, against, expected, rep.mean, diff, tol,
-               f"{DEVIATES}{_config_note(reference, rep)}", True, "compared")
+               f"{DEVIATES}{_config_note(reference, rep)}", True, "compared", tier)
 
 
 # --- published comparisons -------------------------------------------------------------------------
@@ -225,22 +292,31 @@ def dumps_reference(data: Mapping[str, Any]) -> str:
 
 
 def updated_reference(old: Mapping[str, Any], profile: str, runs: Mapping[str, Mapping[str, Any]],
-                      registered_defenses: Iterable[str]) -> dict[str, Any]:
-    """``old`` with ``runs`` (run key -> {config_hash, git_commit, profile_version, attacks, metrics})
-    written in; values are rounded to 6 decimals. A run whose config hash is unchanged keeps the
-    metrics of attacks this update did not run; runs of defenses no longer registered are dropped."""
+                      registered_defenses: Iterable[str],
+                      fingerprints: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """``old`` with ``runs`` (run key -> {config_hash, git_commit, profile_version, fingerprint, counts,
+    attacks, metrics}) written in; values are rounded to 6 decimals. A run whose config hash and
+    fingerprint are unchanged keeps the metrics of attacks this update did not run; runs of defenses
+    no longer registered are dropped. ``fingerprints`` (id -> details) describes the runs'
+    fingerprints; the file keeps the details of every fingerprint its runs name."""
     registered = set(registered_defenses)
     merged = {k: v for k, v in old.get("runs", {}).items() if k.split("/")[2] in registered}
     for key, run in runs.items():
         previous = merged.get(key, {})
-        keep = previous.get("config_hash") == run["config_hash"]
+        keep = (previous.get("config_hash") == run["config_hash"]
+                and previous.get("fingerprint") == run.get("fingerprint"))
         metrics = dict(previous.get("metrics", {})) if keep else {}
         metrics.update({m: round(float(v), 6) for m, v in run["metrics"].items()})
         attacks = dict(previous.get("attacks", {})) if keep else {}
         attacks.update(run.get("attacks", {}))
-        merged[key] = {**run, "metrics": metrics, "attacks": attacks}
+        counts = dict(previous.get("counts", {})) if keep else {}
+        counts.update(run.get("counts", {}))
+        merged[key] = {**run, "metrics": metrics, "attacks": attacks, "counts": counts}
+    known = {**old.get("fingerprints", {}), **(fingerprints or {})}
+    used = sorted({r.get("fingerprint") for r in merged.values() if r.get("fingerprint")})
     return {"schema": REFERENCE_SCHEMA, "profile": profile,
             "written_by": "suite check --update-reference (review the printed diff, then commit)",
+            "fingerprints": {fp: dict(known.get(fp, {})) for fp in used},
             "runs": dict(sorted(merged.items()))}
 
 
@@ -251,6 +327,7 @@ def reference_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple
         out = {}
         for key, run in data.get("runs", {}).items():
             out[(key, "config_hash")] = str(run.get("config_hash"))
+            out[(key, "fingerprint")] = str(run.get("fingerprint"))
             for metric, value in run.get("metrics", {}).items():
                 out[(key, metric)] = _num(value)
         return out
@@ -262,7 +339,7 @@ def reference_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple
 
 # --- output ----------------------------------------------------------------------------------------
 
-HEADERS = ("cell", "against", "expected", "reproduced", "difference", "tolerance", "status")
+HEADERS = ("cell", "against", "expected", "reproduced", "difference", "tolerance", "tier", "status")
 
 
 def _num(value: float | None, signed: bool = False) -> str:
@@ -276,7 +353,7 @@ def render(rows: Sequence[Row]) -> str:
     from tabulate import tabulate
 
     table = [(r.cell, r.against, _num(r.expected), _num(r.reproduced), _num(r.difference, signed=True),
-              "-" if r.tolerance is None else f"{r.tolerance:g}", r.status) for r in rows]
+              "-" if r.tolerance is None else f"{r.tolerance:g}", r.tier or "-", r.status) for r in rows]
     return tabulate(table, headers=HEADERS, disable_numparse=True)
 
 

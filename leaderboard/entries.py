@@ -13,19 +13,19 @@ import json
 import math
 import re
 import statistics
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from leaderboard.compare import Cell, PublishedLike, compare_cell, stock_counterpart
 from leaderboard.tolerance import NO_PUBLISHED, STATUSES, Policy
+from suite.core import records
 from suite.core.errors import SuiteError
+from suite.core.records import RunRecord  # re-exported: the leaderboard's view of one run
 
 SCHEMA = "suite-leaderboard-entry/1"
 # Run-level metrics -> leaderboard metric (eval attack "none").
-RUN_METRICS = {"clean_accuracy": "clean", "mean_epoch_time_s": "epoch_time",
-               "best_validation_accuracy": "best_validation"}
+RUN_METRICS = {records.CLEAN_ACCURACY: "clean", records.MEAN_EPOCH_TIME: "epoch_time",
+               records.BEST_VALIDATION_ACCURACY: "best_validation"}
 # Per-attack metric keys -> leaderboard metric. ``accuracy`` is what k-PGD (accuracy under the
 # embedding-space attack) and AdvGLUE (accuracy on adversarial inputs) log: accuracy under attack.
 ATTACK_METRICS = {"aua": "aua", "suc": "suc", "queries": "queries", "accuracy": "aua",
@@ -34,100 +34,15 @@ ATTACK_METRICS = {"aua": "aua", "suc": "suc", "queries": "queries", "accuracy": 
 COMPARED = ("clean", "epoch_time", "aua", "suc", "queries", "cosine", "euclidean")
 UNITS = {"clean": "%", "aua": "%", "suc": "%", "best_validation": "%", "queries": "queries", "epoch_time": "s",
          "attack_seconds": "s", "clean_attacked_set": "%"}
-TRAIN_ATTACK_KEYS = ("train_attack", "attack")  # defense-config keys naming a discrete training attack
+# Runs that predate the run record's training-attack tag: defense-config keys that name a discrete training attack
+TRAIN_ATTACK_KEYS = ("train_attack", "attack")
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """What the leaderboard reads from one FINISHED suite run (see suite/runner.py, attack_stage.py)."""
-
-    run_id: str
-    experiment: str
-    start_time: int
-    tags: dict[str, str]
-    metrics: dict[str, float]
-    params: dict[str, str] = field(default_factory=dict)
-    job: dict[str, Any] | None = None  # artifact job.json
-    environment: dict[str, Any] | None = None  # artifact environment.json
-    attack_summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # artifacts attacks/<name>.json
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunRecord":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        t = self.tags
-        return t["suite.defense"], t["suite.dataset"], t["suite.backbone"], t["suite.profile"]
-
-    @property
-    def seed(self) -> int:
-        return int(self.tags.get("suite.seed", self.params.get("seed", -1)))
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The resolved config (job.json), else the flattened params when the artifact is missing."""
-        if self.job and "config" in self.job:
-            return dict(self.job["config"])
-        return dict(self.params)
-
-    def attacks(self) -> list[str]:
-        return sorted(k[len("attack."):-len(".hash")] for k in self.tags
-                      if k.startswith("attack.") and k.endswith(".hash"))
-
-
-# --- reading MLflow ------------------------------------------------------------------------------
-
-def _artifact_json(client: Any, run_id: str, path: str, dst: Path) -> dict[str, Any] | None:
-    try:
-        local = client.download_artifacts(run_id, path, str(dst))
-    except Exception:  # a run whose artifact store is gone still has its tags / metrics / params
-        return None
-    return json.loads(Path(local).read_text(encoding="utf-8"))
-
+# --- reading MLflow: one reader for `leaderboard collect` and `suite check` (suite.core.records) ----------
 
 def read_runs(tracking_uri: str) -> list[RunRecord]:
-    """Every FINISHED run that carries the suite's tags, in every active experiment of the store."""
-    from mlflow.tracking import MlflowClient
-
-    try:
-        client = MlflowClient(tracking_uri)
-        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
-    except Exception as exc:
-        raise SuiteError(f"cannot open MLflow tracking store {tracking_uri} ({exc.__class__.__name__}: "
-                         f"{(str(exc).splitlines() or [''])[0]}); check --tracking-uri") from None
-    records: list[RunRecord] = []
-    if not experiments:
-        return records
-    runs, token = [], None
-    while True:
-        page = client.search_runs(list(experiments), filter_string="attributes.status = 'FINISHED'",
-                                  max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
-    with tempfile.TemporaryDirectory(prefix="suite-leaderboard-") as tmp:
-        for run in runs:
-            tags = dict(run.data.tags)
-            if not {"suite.defense", "suite.dataset", "suite.backbone", "suite.profile"} <= set(tags):
-                continue  # not a suite training run
-            rid = run.info.run_id
-            dst = Path(tmp) / rid
-            dst.mkdir()
-            attack_names = sorted(k[len("attack."):-len(".hash")] for k in tags
-                                  if k.startswith("attack.") and k.endswith(".hash"))
-            summaries = {}
-            for name in attack_names:
-                summary = _artifact_json(client, rid, f"attacks/{name}.json", dst)
-                if summary is not None:
-                    summaries[name] = summary
-            records.append(RunRecord(
-                run_id=rid, experiment=experiments.get(run.info.experiment_id, run.info.experiment_id),
-                start_time=int(run.info.start_time or 0), tags=tags, metrics=dict(run.data.metrics),
-                params=dict(run.data.params), job=_artifact_json(client, rid, "job.json", dst),
-                environment=_artifact_json(client, rid, "environment.json", dst), attack_summaries=summaries))
-    return records
+    """Every FINISHED suite training run, with its attacks, in every active experiment of the store."""
+    return records.read_runs(tracking_uri)
 
 
 # --- aggregation ---------------------------------------------------------------------------------
@@ -161,7 +76,10 @@ def entry_id(defense: str, dataset: str, backbone: str, profile: str) -> str:
     return "__".join(slug(p) for p in (profile, dataset, backbone, defense))
 
 
-def _train_attack(config: Mapping[str, Any]) -> str | None:
+def _train_attack(run: RunRecord, config: Mapping[str, Any]) -> str | None:
+    """The defense's training attack as the run recorded it; for older runs, guessed from its config."""
+    if run.records_train_attack:
+        return run.train_attack
     defense_config = config.get("defense_config")
     for key in TRAIN_ATTACK_KEYS:
         value = defense_config.get(key) if isinstance(defense_config, Mapping) else config.get(f"defense_config.{key}")
@@ -216,8 +134,7 @@ def select_runs(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[dict[s
 def _substitutions(run: RunRecord) -> list[str]:
     if run.job and isinstance(run.job.get("substitutions"), list):
         return [str(s) for s in run.job["substitutions"]]
-    tag = run.tags.get("substitutions", "none")
-    return [] if tag == "none" else [s for s in tag.split("; ") if s]
+    return list(run.substitutions or ())
 
 
 def _attack_settings(run: RunRecord, attack: str) -> dict[str, Any] | None:
@@ -233,14 +150,13 @@ def _attack_settings(run: RunRecord, attack: str) -> dict[str, Any] | None:
 
 
 def _attack_info(runs: Sequence[RunRecord], attack: str) -> dict[str, Any]:
-    having = [r for r in runs if f"attack.{attack}.hash" in r.tags]
-    variants = sorted({r.tags.get(f"attack.{attack}.variant", "stock") for r in having})
-    hashes = sorted({r.tags[f"attack.{attack}.hash"] for r in having})
+    having = [r for r in runs if r.attack_hash(attack) is not None]
+    variants = sorted({r.attack_variant(attack) for r in having})
+    hashes = sorted({r.attack_hash(attack) for r in having})
     settings = [_attack_settings(r, attack) for r in having]
     consistent = len(hashes) == 1 and all(s is not None and s == settings[0] for s in settings)
     compared_as, registered_variant, registered_subs = stock_counterpart(attack)
-    sub_tags = {r.tags.get(f"attack.{attack}.substitutions", "none") for r in having}
-    substitutions = sorted({s for t in sub_tags if t != "none" for s in t.split("; ") if s}) or list(registered_subs)
+    substitutions = sorted({s for r in having for s in r.attack_substitutions(attack)}) or list(registered_subs)
     return {"variant": variants[0] if len(variants) == 1 else "mixed", "hashes": hashes,
             "compared_as": compared_as, "substitutions": substitutions,
             "settings": settings[0] if consistent else None, "runs": [r.run_id for r in having]}
@@ -267,7 +183,7 @@ def build_entry(runs: Sequence[RunRecord], published: Sequence[PublishedLike], p
     config = {k: v for k, v in kept[-1].config.items() if k != "seed"}
     profile_version = config.get("profile_version")
     profile_version = int(profile_version) if str(profile_version).isdigit() else None
-    train_attack = _train_attack(config)
+    train_attack = _train_attack(kept[-1], config)
     summary = {s: 0 for s in STATUSES}
     base = dict(profile=profile, profile_version=profile_version, dataset=dataset, backbone=backbone,
                 defense=defense, train_attack=train_attack)
@@ -285,12 +201,12 @@ def build_entry(runs: Sequence[RunRecord], published: Sequence[PublishedLike], p
     attacks = {}
     for attack in sorted({a for r in kept for a in r.attacks()}):
         info = _attack_info(kept, attack)
-        keys = sorted({k.split(".", 1)[1] for r in kept for k in r.metrics if k.startswith(f"{attack}.")})
+        per_run = [(r.seed, r.attack_metrics(attack)) for r in kept]
+        keys = sorted({k for _, m in per_run for k in m})
         attack_metrics = {}
         for key in keys:
             name = ATTACK_METRICS.get(key, key)
-            stat = aggregate([(r.seed, r.metrics[f"{attack}.{key}"]) for r in kept if f"{attack}.{key}" in r.metrics],
-                             UNITS.get(name))
+            stat = aggregate([(seed, m[key]) for seed, m in per_run if key in m], UNITS.get(name))
             if name in COMPARED:
                 cell = Cell(**cell_base, metric=name, eval_attack=attack, compared_as=info["compared_as"],
                             attack_variant=info["variant"], attack_substitutions=tuple(info["substitutions"]),
@@ -307,11 +223,11 @@ def build_entry(runs: Sequence[RunRecord], published: Sequence[PublishedLike], p
         "data_sha256": (kept[-1].job or {}).get("data_sha256"),
         "substitutions": substitutions, "seeds": [r.seed for r in kept],
         "runs": [{"run_id": r.run_id, "seed": r.seed, "experiment": r.experiment,
-                  "config_hash": r.tags.get("config_hash"), "git_commit": r.tags.get("git_commit"),
-                  "device": r.tags.get("device"), "checkpoint_sha256": r.tags.get("checkpoint_sha256"),
+                  "config_hash": r.config_hash, "git_commit": r.git_commit,
+                  "device": r.device, "checkpoint_sha256": r.checkpoint_sha256,
                   "environment": r.environment} for r in kept],
         "excluded_runs": excluded,
-        "git_commits": sorted({r.tags.get("git_commit", "unknown") for r in kept}),
+        "git_commits": sorted({"unknown" if r.git_commit is None else r.git_commit for r in kept}),
         "metrics": metrics, "attacks": attacks, "tolerances": policy.record(), "summary": summary,
     }
 

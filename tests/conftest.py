@@ -125,23 +125,34 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def training_runs(client: Any, experiment: str) -> list[Any]:
+    """The training runs of ``experiment`` (MLflow ``Run``s), not their attack child runs."""
+    from suite.core.records import PARENT_RUN_TAG
+
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` IS NULL")
+
+
 @pytest.fixture
 def finished_smoke_run(workdir: Path):
-    """``load(defense)`` -> (run, client): the one FINISHED smoke-profile run of ``defense`` in the
-    workdir's MLflow store, after checking what every smoke cell attacked with PWWS must log."""
+    """``load(defense)`` -> (run, client): the one FINISHED smoke-profile training run of ``defense`` in
+    the workdir's MLflow store, after checking what every smoke cell attacked with PWWS must log."""
     import mlflow
     from mlflow.tracking import MlflowClient
+
+    from suite.core.records import read_run
 
     def load(defense: str):
         uri = f"sqlite:///{workdir / 'mlflow.db'}"
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(uri)
-        runs = mlflow.search_runs(experiment_ids=[mlflow.get_experiment_by_name("suite-smoke").experiment_id],
-                                  output_format="list")
+        runs = training_runs(client, "suite-smoke")
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"
         run = runs[0]
-        metrics = run.data.metrics
-        assert run.data.tags["suite.defense"] == defense
+        record = read_run(client, run.info.run_id)  # with its attacks (child runs)
+        metrics = record.metrics
+        assert record.key[0] == defense
         assert 0.0 <= metrics["clean_accuracy"] <= 100.0 and 0.0 <= metrics["pwws.aua"] <= 100.0
         assert metrics["pwws.n"] == 20
         return run, client

@@ -268,6 +268,99 @@ def test_every_textattack_attack_builds_offline_or_names_its_missing_resources(
     assert built["iga-offline"].search_method.max_replace_times_per_index == 5
 
 
+# --- 3b. the registry holds each attack's builder / evaluator ----------------------------------------------
+
+def test_importing_the_registry_and_its_builders_does_not_import_textattack() -> None:
+    import subprocess
+
+    code = ("import sys, attacks, attacks.registry, attacks.recipes, attacks.native\n"
+            "from attacks.registry import ATTACKS, _resolve\n"
+            "for n, s in ATTACKS.items():\n"
+            "    _resolve(s.evaluator if s.native else s.builder, 'builder', n)\n"
+            "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'textattack')\n"
+            "assert not loaded, loaded\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_registered_spec_has_a_builder_or_an_evaluator() -> None:
+    from attacks.registry import STOCK_BUILDER, _resolve
+
+    assert ATTACKS.names()
+    for name, spec in ATTACKS.items():
+        if spec.native:
+            assert spec.kind in ("embedding", "static") and spec.evaluator, name
+            assert callable(_resolve(spec.evaluator, "evaluator", name)), name
+        else:
+            assert spec.kind == "textattack", name
+            assert callable(_resolve(spec.builder, "builder", name)), name
+            # a declared offline variant is never built as the stock recipe, a stock attack always is
+            assert (spec.builder == STOCK_BUILDER) == (spec.variant == "stock"), (name, spec.builder)
+
+
+def test_specs_refuse_inconsistent_builders_and_each_kind_refuses_the_other_api() -> None:
+    from attacks.registry import AttackSpec
+    from suite.core.errors import SuiteError
+
+    with pytest.raises(SuiteError, match="offline variant needs its own builder"):
+        AttackSpec("x-offline", "x", (), "PWWSRen2019", variant="offline")
+    with pytest.raises(SuiteError, match="embedding attack needs an evaluator"):
+        AttackSpec("x", "x", (), "suite", kind="embedding", builder="")
+    with pytest.raises(SuiteError, match="kind must be one of"):
+        AttackSpec("x", "x", (), "suite", kind="discrete")
+    with pytest.raises(SuiteError, match="not a TextAttack recipe; run it with AttackSpec.evaluate"):
+        ATTACKS.get("k-pgd").build(object())
+    with pytest.raises(SuiteError, match="is a TextAttack recipe"):
+        ATTACKS.get("pwws").evaluate(None, [], "sst2")  # type: ignore[arg-type]
+    with pytest.raises(SuiteError, match=r"attack x: its builder 'attacks.recipes:no_such_builder' cannot be imported"):
+        AttackSpec("x", "x", (), "PWWSRen2019", builder="attacks.recipes:no_such_builder").build(object())
+
+
+def test_a_stock_specs_builder_builds_the_stock_recipe(tiny_wrapper) -> None:
+    from textattack.attack_recipes import DeepWordBugGao2018
+
+    from attacks.recipes import build_attack
+
+    spec = ATTACKS.get("deepwordbug")
+    assert spec.recipe == "DeepWordBugGao2018"
+    attack = spec.build(tiny_wrapper, query_budget=9)
+    assert str(attack) == str(DeepWordBugGao2018.build(tiny_wrapper))  # the same components, settings
+    assert attack.goal_function.query_budget == 9 and attack.goal_function.model is tiny_wrapper
+    via_name, got_spec = build_attack("deepwordbug", tiny_wrapper)  # the thin function: the same attack
+    assert got_spec is spec and str(via_name) == str(attack)
+
+
+def test_an_unknown_stock_recipe_is_a_suite_error(tiny_wrapper) -> None:
+    from attacks.registry import AttackSpec
+    from suite.core.errors import SuiteError
+
+    spec = AttackSpec("bogus", "no such recipe", (), "NoSuchRecipe2099")
+    with pytest.raises(SuiteError, match=r"^attack bogus: TextAttack \S+ has no attack recipe 'NoSuchRecipe2099'; "
+                                         r"fix the entry's recipe in attacks/registry.py") as info:
+        spec.build(tiny_wrapper)
+    assert "\n" not in str(info.value)
+    with pytest.raises(SuiteError, match="has no attack recipe 'Attack'"):  # a name there, but not a recipe
+        AttackSpec("bogus", "x", (), "Attack").build(tiny_wrapper)
+
+
+def test_native_specs_evaluate_through_the_registry(trained_cnn) -> None:
+    from attacks.embedding_pgd import KPGDSettings, kpgd_evaluate
+    from attacks.evaluation import attack_config_hash
+    from suite.core.errors import SuiteError
+
+    torch.set_num_threads(1)
+    model, test = trained_cnn
+    spec = ATTACKS.get("k-pgd")
+    metrics, attack_hash, summary, records = spec.evaluate(model, test[:16], "sst2_sentence")
+    expected = kpgd_evaluate(model, test[:16], KPGDSettings())
+    assert metrics == {k: float(v) for k, v in expected.items()} and records == []
+    assert summary == {"settings": {**spec.record(), "settings": KPGDSettings().record()}, "metrics": expected}
+    assert attack_hash == attack_config_hash(summary["settings"])
+    with pytest.raises(SuiteError, match=r"^advglue has no adversarial set for dataset 'trec' \(only for "):
+        ATTACKS.get("advglue").evaluate(model, test, "trec")
+
+
 # --- 4. TextFooler's stopwords ---------------------------------------------------------------------------
 
 def _stock_textfooler_stopwords_from_source() -> set[str]:
@@ -492,9 +585,11 @@ def test_cli_runs_attacks_and_reports_the_one_that_cannot(workdir: Path, resourc
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     _need_debian_wordnet()
     import mlflow
+    from conftest import training_runs
     from mlflow.tracking import MlflowClient
 
     from suite.cli import main
+    from suite.core.records import read_run
 
     # The module's cache keeps its NLTK data (corpora nltk already loaded from there stay valid);
     # only its attack results are dropped, so the attacks really run.
@@ -514,10 +609,10 @@ def test_cli_runs_attacks_and_reports_the_one_that_cannot(workdir: Path, resourc
     client = MlflowClient(uri)
     exp = mlflow.get_experiment_by_name("suite-smoke")
     assert exp is not None
-    runs = mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list")
+    runs = training_runs(client, "suite-smoke")
     assert len(runs) == 1
-    run = runs[0]
-    metrics, tags = run.data.metrics, run.data.tags
+    run = read_run(client, runs[0].info.run_id)  # with its attacks (child runs)
+    metrics, tags = run.metrics, run.tags
     assert {"pwws.aua", "pwws.suc", "pwws.queries", "k-pgd.accuracy"} <= set(metrics)
     assert not any(key.startswith("bae.") for key in metrics)
     assert 0.0 <= metrics["pwws.aua"] <= 100.0 and 0.0 <= metrics["k-pgd.accuracy"] <= 100.0
@@ -525,9 +620,10 @@ def test_cli_runs_attacks_and_reports_the_one_that_cannot(workdir: Path, resourc
     assert tags["attack.pwws.variant"] == "stock" and tags["attack.pwws.substitutions"] == "none"
     assert "attack.bae.hash" not in tags
 
-    artifacts = _artifact_paths(client, run.info.run_id)
-    assert {"attacks/pwws.jsonl", "attacks/pwws.json", "attacks/k-pgd.json"} <= artifacts
-    local = Path(client.download_artifacts(run.info.run_id, "attacks", str(workdir / "download")))
+    assert set(run.attack_runs) == {"pwws", "k-pgd"}  # one child run per attack that ran
+    assert {"attacks/pwws.jsonl", "attacks/pwws.json"} <= _artifact_paths(client, run.attack_runs["pwws"])
+    assert "attacks/k-pgd.json" in _artifact_paths(client, run.attack_runs["k-pgd"])
+    local = Path(client.download_artifacts(run.attack_runs["pwws"], "attacks", str(workdir / "download")))
     records = [json.loads(line) for line in (local / "pwws.jsonl").read_text(encoding="utf-8").splitlines()]
     summary = json.loads((local / "pwws.json").read_text(encoding="utf-8"))
     assert len(records) == 20 and {r["result"] for r in records} <= set(RESULT_TYPES)

@@ -34,12 +34,16 @@ def rep(metric: str = "clean", values: dict[int, float] | None = None, profile: 
     values = {0: 80.0} if values is None else values
     mean = round(sum(values.values()) / len(values), 6) if values else None
     return Reproduced(item="it", profile=profile, dataset="sst2_sentence", backbone="cnn", defense="finetune",
-                      metric=metric, values=values, mean=mean, published=published, config_hashes=hashes or {})
+                      metric=metric, values=values, mean=mean, published=published, config_hashes=hashes or {},
+                      fingerprints={seed: FP for seed in values})
+
+
+FP = "same-machine"  # these tests compare on one fingerprint (exact tier); tests/test_check_tiers.py: across
 
 
 def reference(**runs: dict[str, Any]) -> dict[str, Any]:
     return {"schema": "suite-check-reference/1", "profile": "smoke",
-            "runs": {f"sst2_sentence/cnn/finetune/{k}": v for k, v in runs.items()}}
+            "runs": {f"sst2_sentence/cnn/finetune/{k}": {"fingerprint": FP, **v} for k, v in runs.items()}}
 
 
 # --- reference comparisons ---------------------------------------------------------------------------
@@ -295,10 +299,10 @@ def _fake_runs(monkeypatch: pytest.MonkeyPatch, results: dict[str, ItemResult]) 
 
 def _smoke_result(clean: float, aua: float = 20.0, defense: str = "finetune") -> ItemResult:
     item = CheckItem("smoke", "smoke", against=("reference",))
-    reps = [Reproduced("smoke", "smoke", "sst2_sentence", "cnn", defense, m, {0: v}, v, (), {0: "h1"})
+    reps = [Reproduced("smoke", "smoke", "sst2_sentence", "cnn", defense, m, {0: v}, v, (), {0: "h1"}, {0: FP})
             for m, v in (("clean", clean), ("pwws.aua", aua), ("epoch_time", 3.0))]
     runs = {f"sst2_sentence/cnn/{defense}/seed0": {"config_hash": "h1", "git_commit": "c", "profile_version": 1,
-                                                   "attacks": {"pwws": "a"},
+                                                   "fingerprint": FP, "attacks": {"pwws": "a"},
                                                    "metrics": {"clean": clean, "pwws.aua": aua}}}
     return ItemResult(item, "smoke", reps, runs)
 
@@ -318,7 +322,7 @@ def test_run_check_update_then_drift_exit_codes(tmp_path: Path, monkeypatch: pyt
     assert run_check(dataclasses.replace(request, update_reference=True)) == 0
     out = capsys.readouterr().out
     written = tmp_path / "refs" / "smoke.json"
-    assert f"{written}: 3 value(s) changed" in out and "(none)" in out
+    assert f"{written}: 4 value(s) changed" in out and "(none)" in out  # config hash, fingerprint, 2 values
     assert json.loads(written.read_text())["runs"]["sst2_sentence/cnn/finetune/seed0"]["metrics"] == {
         "clean": 80.0, "pwws.aua": 20.0}
 
@@ -329,8 +333,8 @@ def test_run_check_update_then_drift_exit_codes(tmp_path: Path, monkeypatch: pyt
     _fake_runs(monkeypatch, {"smoke": _smoke_result(80.0, aua=25.0)})
     assert run_check(request) == 1
     line = next(l for l in capsys.readouterr().out.splitlines() if "pwws.aua" in l)
-    assert line.split()[:6] == ["smoke/sst2_sentence/cnn/finetune/pwws.aua", "reference", "(smoke.json)",
-                                "20", "25", "+5"] and line.rstrip().endswith("deviates")
+    assert line.split()[:8] == ["smoke/sst2_sentence/cnn/finetune/pwws.aua", "reference", "(smoke.json)",
+                                "20", "25", "+5", "1e-06", "exact"] and line.rstrip().endswith("deviates")
 
     _fake_runs(monkeypatch, {"smoke": _smoke_result(80.0)})
     before = written.read_text()
@@ -420,7 +424,7 @@ def test_references_then_a_moved_number_fails(workdir: Path, mirror: Path, resou
     written = json.loads((refs / "tiny.json").read_text())
     metrics = written["runs"]["sst2_sentence/cnn/finetune/seed0"]["metrics"]
     assert set(metrics) == {"clean", "pwws.aua", "pwws.suc", "pwws.queries"}
-    assert f"{refs / 'tiny.json'}: 5 value(s) changed" in out  # 4 metrics and the config hash, all new
+    assert f"{refs / 'tiny.json'}: 6 value(s) changed" in out  # 4 metrics, the config hash, the fingerprint
 
     assert main(args + ["--no-run"]) == 0  # the finished run, compared again: identical
     out = capsys.readouterr().out

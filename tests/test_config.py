@@ -11,6 +11,7 @@ from suite.cli import main
 from suite.run.config import PROFILES, Job, ProtocolConfig, TrainConfig, load_profile
 from suite.data import SplitOptions
 from suite.core.errors import SuiteError
+from suite.core.typed import from_mapping
 from suite.run.runner import expand_jobs
 
 DIGESTS = {"trec/train": "a" * 64, "trec/test": "b" * 64}
@@ -218,6 +219,88 @@ def test_committed_profiles_load_and_expand() -> None:
     assert sizes == {"smoke": 13 * 2 + 4, "cpu": (4 + 1 + 7) * 3, "paper": 72}
 
 
+# --- nested settings (a defense's perturbation) -----------------------------------------------------------
+
+NESTED = GOOD.replace("      finetune: {}\n",
+                      "      finetune: {}\n      pgd: {perturbation: {steps: 3, max_norm: 0.5e-1}}\n")
+
+
+def test_nested_defense_settings_merge_over_the_defenses_defaults(tmp_path: Path) -> None:
+    from defenses import DEFENSES
+    from defenses.perturbation import PerturbationConfig
+
+    assert NESTED != GOOD
+    jobs = expand_jobs(load_profile(write_profile(tmp_path, NESTED)), defenses=["pgd"], seeds=[0])
+    pgd = DEFENSES.get("pgd").Config
+    expected = dataclasses.replace(pgd().perturbation, steps=3, max_norm=0.05)  # step_size etc.: PGD's own
+    assert expected == PerturbationConfig(steps=3, step_size=0.04, init_magnitude=0.05, max_norm=0.05)
+    for job in jobs:
+        assert job.defense_config == {"perturbation": dataclasses.asdict(expected)}
+        # what the runner builds the defense from (suite.run.runner.run_job)
+        assert from_mapping(pgd, job.defense_config, job.label) == pgd(perturbation=expected)
+
+
+def test_smoke_trades_sets_only_the_steps() -> None:
+    from defenses.trades import TradesConfig
+
+    (job,) = expand_jobs(load_profile("smoke"), defenses=["trades"], datasets=["sst2_sentence"], backbones=["cnn"])
+    assert from_mapping(TradesConfig, job.defense_config, "job") == TradesConfig(
+        perturbation=dataclasses.replace(TradesConfig().perturbation, steps=2))
+
+
+def test_unknown_nested_key_names_its_path(tmp_path: Path) -> None:
+    path = write_profile(tmp_path, NESTED.replace("{steps: 3,", "{stpes: 3,"))
+    with pytest.raises(SuiteError) as info:
+        expand_jobs(load_profile(path), defenses=["pgd"])
+    assert f"{path}: defenses.pgd.perturbation: unknown setting 'stpes' (did you mean 'steps'?)" == str(info.value)
+
+
+def test_a_nested_setting_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    path = write_profile(tmp_path, NESTED.replace("{perturbation: {steps: 3, max_norm: 0.5e-1}}", "{perturbation: 3}"))
+    with pytest.raises(SuiteError, match=r"defenses\.pgd\.perturbation: expected a mapping of settings \(steps, "):
+        expand_jobs(load_profile(path), defenses=["pgd"])
+
+
+def test_every_defense_config_round_trips_through_asdict() -> None:
+    from defenses import DEFENSES
+
+    for name, cls in DEFENSES.items():
+        config = cls.Config()
+        assert from_mapping(cls.Config, dataclasses.asdict(config), name) == config, name
+        assert from_mapping(cls.Config, config, name) is config  # an already-built instance is taken as is
+        if "perturbation" in {f.name for f in dataclasses.fields(cls.Config)}:
+            built = from_mapping(cls.Config, {"perturbation": config.perturbation}, name)
+            assert built.perturbation is config.perturbation
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    a: int = 1
+    b: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outer:
+    inner: _Inner = _Inner(a=5)
+    deep: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Top:
+    outer: _Outer = _Outer(inner=_Inner(a=7, b=3.0))
+    other: _Inner = dataclasses.field(default_factory=_Inner)
+
+
+def test_from_mapping_nested_merge_is_deep_and_coerces_yaml_strings() -> None:
+    top = from_mapping(_Top, {"outer": {"inner": {"b": "1e-3"}}}, "x")
+    assert top == _Top(outer=_Outer(inner=_Inner(a=7, b=1e-3)))  # a: the outer default's 7, not _Inner's 1
+    assert from_mapping(_Top, dataclasses.asdict(top), "x") == top
+    with pytest.raises(SuiteError, match=r"^x\.outer\.inner: unknown setting 'c' \(known: a, b\)$"):
+        from_mapping(_Top, {"outer": {"inner": {"c": 1}}}, "x")
+    with pytest.raises(SuiteError, match=r"^x\.outer\.inner: 'b' must be a number"):
+        from_mapping(_Top, {"outer": {"inner": {"b": "big"}}}, "x")
+
+
 def test_paper_profile_override_applies_to_imdb_only() -> None:
     jobs = expand_jobs(load_profile("paper"), backbones=["bert-base-uncased"], seeds=[0])
     lengths = {j.dataset: j.train.max_length for j in jobs}
@@ -304,3 +387,15 @@ def test_grid_restricts_the_profile_cells_but_not_cells_named_outside_it(tmp_pat
     bad = body.replace("backbones: [lstm]}", "backbones: [lstn]}")
     with pytest.raises(SuiteError, match="grid lists backbones lstn"):
         load_profile(write_profile(tmp_path, bad))
+
+
+def test_merge_settings_is_deep_and_leaves_its_arguments_alone() -> None:
+    from suite.core.typed import merge_settings
+
+    base = {"perturbation": {"steps": 5, "step_size": 0.04}, "beta": 1.0}
+    update = {"perturbation": {"steps": 3}, "weight_lr": 2.0}
+    assert merge_settings(base, update) == {"perturbation": {"steps": 3, "step_size": 0.04}, "beta": 1.0,
+                                            "weight_lr": 2.0}
+    assert base == {"perturbation": {"steps": 5, "step_size": 0.04}, "beta": 1.0}
+    assert update["perturbation"] == {"steps": 3}
+    assert merge_settings({"p": {"a": 1}}, {"p": None}) == {"p": None}  # a non-mapping replaces

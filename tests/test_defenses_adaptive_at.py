@@ -16,7 +16,7 @@ from suite.data.examples import Example
 from suite.core.errors import SuiteError
 from suite.models.base import Batch
 from suite.run.training import train
-from test_defenses_embedding_at import TinyClassifier, context, input_gradient, make, param_grads, tiny_batch
+from test_defenses_embedding_at import TinyClassifier, config, context, input_gradient, make, param_grads, tiny_batch
 
 ADAPTIVE = ("pgd+adaptive", "freelb+adaptive", "tavat+adaptive")
 
@@ -54,7 +54,7 @@ def test_first_order_decomposition_of_eq8_has_quadratic_error() -> None:
     batch = tiny_batch()
     errors, zeroth = [], []
     for alpha in (0.08, 0.04, 0.02):
-        defense, model = make("pgd", adv_steps=4, adv_lr=alpha, adv_init_mag=0.1, adv_max_norm=0.0)
+        defense, model = make("pgd", steps=4, step_size=alpha, init_magnitude=0.1, max_norm=0.0)
         trajectory = defense.ascend(batch, context())
         with torch.no_grad():
             exact = float(ce_at(model, batch, trajectory.total))
@@ -73,13 +73,13 @@ def test_first_order_decomposition_of_eq8_has_quadratic_error() -> None:
 def test_freelb_objective_is_adaptive_with_beta_k_plus_1_over_2_to_first_order() -> None:
     """Eq. 9-10: (1/k) sum_t L(x_0 + r^t) ~ J_hat(w_i = (k-i+1)/k/beta, beta = (k+1)/2)."""
     batch, k = tiny_batch(), 4
-    beta = DEFENSES.get("freelb+adaptive")(DEFENSES.get("freelb+adaptive").Config(adv_steps=k), TinyClassifier()).beta
+    beta = DEFENSES.get("freelb+adaptive")(config("freelb+adaptive", steps=k), TinyClassifier()).beta
     assert beta == (k + 1) / 2
     weights = torch.tensor([(k - i + 1) / k / beta for i in range(1, k + 1)], dtype=torch.float64)
     assert float(weights.sum()) == pytest.approx(1.0)
     gaps, pgd_gaps = [], []
     for alpha in (0.04, 0.02):
-        defense, model = make("freelb", adv_steps=k, adv_lr=alpha, adv_init_mag=0.1)
+        defense, model = make("freelb", steps=k, step_size=alpha, init_magnitude=0.1)
         trajectory = defense.ascend(batch, context())
         with torch.no_grad():
             freelb = sum(float(ce_at(model, batch, prefix(trajectory, t))) for t in range(1, k + 1)) / k
@@ -91,7 +91,7 @@ def test_freelb_objective_is_adaptive_with_beta_k_plus_1_over_2_to_first_order()
 
 
 def test_adaptive_loss_is_eq12() -> None:
-    defense, model = make("pgd", adv_steps=3, adv_lr=0.2)
+    defense, model = make("pgd", steps=3, step_size=0.2)
     batch = tiny_batch()
     trajectory = defense.ascend(batch, context())
     w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
@@ -103,7 +103,7 @@ def test_adaptive_loss_is_eq12() -> None:
 
 def test_uniform_weights_with_beta_k_reproduce_pgd() -> None:
     """beta * w_i = 1 is PGD (§4.2): same loss and parameter gradient at the same deltas."""
-    settings = {"adv_steps": 4, "adv_lr": 0.3, "adv_init_mag": 0.2, "adv_max_norm": 0.5}
+    settings = {"steps": 4, "step_size": 0.3, "init_magnitude": 0.2, "max_norm": 0.5}
     pgd, pgd_model = make("pgd", **settings)
     adaptive, adaptive_model = make("pgd+adaptive", **settings)
     assert adaptive.beta == 4 and torch.allclose(adaptive.weights, torch.full((4,), 0.25, dtype=torch.float64))
@@ -120,7 +120,8 @@ def test_uniform_weights_with_beta_k_reproduce_pgd() -> None:
 def test_default_beta_and_paper_step_settings(name: str, beta: float) -> None:
     defense = DEFENSES.get(name)(DEFENSES.get(name).Config(), TinyClassifier())
     assert isinstance(defense, AdaptiveAT)
-    assert (defense.config.adv_steps, defense.config.adv_lr) == (5, 0.04)  # adaptive_at §5.3, Table 10
+    perturbation = defense.config.perturbation
+    assert (perturbation.steps, perturbation.step_size) == (5, 0.04)  # adaptive_at §5.3, Table 10
     assert defense.beta == beta
     assert DEFENSES.get(name)(DEFENSES.get(name).Config(beta=1.5), TinyClassifier()).beta == 1.5
 
@@ -128,7 +129,7 @@ def test_default_beta_and_paper_step_settings(name: str, beta: float) -> None:
 @pytest.mark.parametrize("name", ADAPTIVE)
 def test_weights_ascend_on_the_simplex(name: str) -> None:
     lr = 20.0
-    defense, model = make(name, adv_steps=3, adv_lr=0.3, weight_lr=lr)
+    defense, model = make(name, steps=3, step_size=0.3, weight_lr=lr)
     batch, ctx = tiny_batch(), context(step=1)
     defense.on_train_start(ctx)
     before = defense.weights.clone()
@@ -167,7 +168,7 @@ def test_training_through_the_trainer_logs_w_each_epoch_and_keeps_it_out_of_the_
     data = [Example(f"t/{i}", (text,), i % 2) for i, text in enumerate(texts)]
     model = Encoded()
     cls = DEFENSES.get("freelb+adaptive")
-    defense = cls(cls.Config(adv_steps=3, adv_lr=0.2, weight_lr=5.0), model)
+    defense = cls(config("freelb+adaptive", steps=3, step_size=0.2, weight_lr=5.0), model)
     logged: list[tuple[str, float, int]] = []
     ctx = TrainingContext(train=data, validation=data[:4], device=torch.device("cpu"), seed=0,
                           log_metric=lambda name, value, step: logged.append((name, value, step)))
@@ -184,11 +185,12 @@ def test_training_through_the_trainer_logs_w_each_epoch_and_keeps_it_out_of_the_
 @pytest.mark.parametrize("name,settings,fragment", [
     ("pgd+adaptive", {"weight_lr": -1.0}, "weight_lr"),
     ("freelb+adaptive", {"beta": 0.0}, "beta"),
-    ("tavat+adaptive", {"adv_steps": 0}, "adv_steps"),
+    ("tavat+adaptive", {"steps": 0}, "perturbation.steps"),
+    ("tavat+adaptive", {"norm": "linf"}, "perturbation.norm"),
 ])
 def test_invalid_settings(name: str, settings: dict, fragment: str) -> None:
     with pytest.raises(SuiteError, match=fragment) as info:
-        DEFENSES.get(name).Config(**settings)
+        config(name, **settings)
     assert name in str(info.value)
 
 
@@ -198,7 +200,10 @@ def test_invalid_settings(name: str, settings: dict, fragment: str) -> None:
 def test_pgd_adaptive_smoke_cell_trains_logs_w_and_is_attacked(workdir: Path, mirror: Path, resources: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     import mlflow
+    from conftest import training_runs
     from mlflow.tracking import MlflowClient
+
+    from suite.core.records import read_run
 
     from suite.cli import main
 
@@ -208,10 +213,11 @@ def test_pgd_adaptive_smoke_cell_trains_logs_w_and_is_attacked(workdir: Path, mi
     assert "pgd+adaptive/sst2_sentence/cnn/seed0: done" in capsys.readouterr().err
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=["suite-smoke"], output_format="list")
+    client = MlflowClient(uri)
+    runs = training_runs(client, "suite-smoke")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    run, client = runs[0], MlflowClient(uri)
-    metrics = run.data.metrics
+    run = runs[0]
+    metrics = read_run(client, run.info.run_id).metrics  # with its attacks (child runs)
     assert 0.0 <= metrics["clean_accuracy"] <= 100.0
     assert metrics["pwws.n"] == 20 and 0.0 <= metrics["pwws.aua"] <= metrics["pwws.clean_attacked_set"]
     weights = [client.get_metric_history(run.info.run_id, f"adaptive.w_{i}") for i in range(1, 6)]

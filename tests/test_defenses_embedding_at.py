@@ -5,6 +5,7 @@ input gradient is non-zero on padding and the tests see whether the defenses mas
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ from torch import nn
 
 from defenses import DEFENSES, TrainingContext
 from defenses.embedding_at import (PGD, TAVAT, FreeLB, FreeLBPlusPlus, step_generator, token_level_step)
-from defenses.perturbation import random_init, token_mask
+from defenses.perturbation import PerturbationConfig, random_init, token_mask
 from suite.core.errors import SuiteError
+from suite.core.typed import from_mapping
 from suite.models.base import Batch, ModelOutput, TextClassifier
 
 
@@ -50,10 +52,19 @@ def context(seed: int = 0, step: int = 0) -> TrainingContext:
     return TrainingContext(train=[], validation=[], device=torch.device("cpu"), seed=seed, global_step=step)
 
 
+PERTURBATION = {f.name for f in dataclasses.fields(PerturbationConfig)}
+
+
+def config(name: str, **settings):
+    """``name``'s config with ``settings``; PerturbationConfig's keys go to ``perturbation`` and
+    are merged over the defense's own defaults (as a profile's YAML is)."""
+    perturbation = {k: settings.pop(k) for k in list(settings) if k in PERTURBATION}
+    return from_mapping(DEFENSES.get(name).Config, {**settings, "perturbation": perturbation}, f"defenses.{name}")
+
+
 def make(name: str, **settings) -> tuple:
-    cls = DEFENSES.get(name)
     model = TinyClassifier()
-    return cls(cls.Config(**settings), model), model
+    return DEFENSES.get(name)(config(name, **settings), model), model
 
 
 def norms(x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +97,7 @@ def param_grads(model: nn.Module) -> list[torch.Tensor]:
 
 def test_pgd_delta_stays_in_the_ball_after_every_step_and_follows_eq5() -> None:
     eps, lr = 0.1, 0.08
-    defense, model = make("pgd", adv_steps=5, adv_lr=lr, adv_init_mag=0.5, adv_max_norm=eps)
+    defense, model = make("pgd", steps=5, step_size=lr, init_magnitude=0.5, max_norm=eps)
     batch, mask = tiny_batch(), token_mask(tiny_batch(), torch.zeros(1))
     trajectory = defense.ascend(batch, context())
     deltas = cumulative(trajectory)
@@ -104,7 +115,7 @@ def test_pgd_delta_stays_in_the_ball_after_every_step_and_follows_eq5() -> None:
 
 
 def test_pgd_linf_ball() -> None:
-    defense, _ = make("pgd", adv_steps=4, adv_lr=0.05, adv_init_mag=0.3, adv_max_norm=0.07, adv_norm="linf")
+    defense, _ = make("pgd", steps=4, step_size=0.05, init_magnitude=0.3, max_norm=0.07, norm="linf")
     for delta in cumulative(defense.ascend(tiny_batch(), context())):
         assert float(delta.abs().max()) <= 0.07 + 1e-7
 
@@ -112,13 +123,13 @@ def test_pgd_linf_ball() -> None:
 def test_pgd_default_bound_is_k_times_alpha_and_zero_means_unbounded() -> None:
     defense, _ = make("pgd")
     assert defense.max_norm() == pytest.approx(5 * 0.04)
-    unbounded, _ = make("pgd", adv_steps=6, adv_lr=0.5, adv_init_mag=0.0, adv_max_norm=0.0)
+    unbounded, _ = make("pgd", steps=6, step_size=0.5, init_magnitude=0.0, max_norm=0.0)
     for increment in unbounded.ascend(tiny_batch(), context()).increments:  # never shortened by a projection
         assert torch.allclose(norms(increment), torch.full((4,), 0.5), atol=1e-6)
 
 
 def test_pgd_trains_on_the_final_perturbation_only() -> None:
-    defense, model = make("pgd", adv_steps=3, adv_lr=0.3, adv_init_mag=0.1, adv_max_norm=0.0)
+    defense, model = make("pgd", steps=3, step_size=0.3, init_magnitude=0.1, max_norm=0.0)
     batch = tiny_batch()
     model.passes = 0
     metrics = defense.training_step(batch, context(step=7))
@@ -134,7 +145,7 @@ def test_pgd_trains_on_the_final_perturbation_only() -> None:
 
 
 def test_random_start_is_seeded_by_seed_and_step() -> None:
-    defense, _ = make("pgd", adv_init_mag=0.3)
+    defense, _ = make("pgd", init_magnitude=0.3)
     a = defense.ascend(tiny_batch(), context(seed=1, step=3)).init
     assert torch.equal(a, defense.ascend(tiny_batch(), context(seed=1, step=3)).init)
     assert not torch.equal(a, defense.ascend(tiny_batch(), context(seed=1, step=4)).init)
@@ -145,7 +156,7 @@ def test_random_start_is_seeded_by_seed_and_step() -> None:
 
 def test_freelb_parameter_gradient_is_the_average_of_the_per_step_gradients() -> None:
     k, lr, mag = 3, 0.4, 0.2
-    defense, model = make("freelb", adv_steps=k, adv_lr=lr, adv_init_mag=mag, adv_max_norm=0.0)
+    defense, model = make("freelb", steps=k, step_size=lr, init_magnitude=mag, max_norm=0.0)
     batch, ctx = tiny_batch(), context(seed=5, step=2)
     model.passes = 0
     metrics = defense.training_step(batch, ctx)
@@ -172,10 +183,10 @@ def test_freelb_parameter_gradient_is_the_average_of_the_per_step_gradients() ->
 
 
 def test_freelb_plus_plus_has_ten_steps_and_no_norm_bound() -> None:
-    config = FreeLBPlusPlus.Config()
-    assert config.adv_steps == 10 and config.adv_max_norm == 0
+    config = FreeLBPlusPlus.Config().perturbation
+    assert config.steps == 10 and config.max_norm == 0
     assert isinstance(DEFENSES.get("freelb++")(config, TinyClassifier()), FreeLB)
-    defense, model = make("freelb++", adv_lr=0.5, adv_init_mag=0.0)
+    defense, model = make("freelb++", step_size=0.5, init_magnitude=0.0)
     assert defense.max_norm() <= 0
     model.passes = 0
     defense.training_step(tiny_batch(), context())
@@ -185,7 +196,7 @@ def test_freelb_plus_plus_has_ten_steps_and_no_norm_bound() -> None:
 
 
 def test_bounded_freelb_projects() -> None:
-    defense, _ = make("freelb", adv_steps=4, adv_lr=0.5, adv_init_mag=0.3, adv_max_norm=0.25)
+    defense, _ = make("freelb", steps=4, step_size=0.5, init_magnitude=0.3, max_norm=0.25)
     for delta in cumulative(defense.ascend(tiny_batch(), context())):
         assert torch.all(norms(delta) <= 0.25 + 1e-6)
 
@@ -228,7 +239,7 @@ def test_token_level_step_rescales_by_the_ratio_to_the_largest_token() -> None:
 
 def test_tavat_ascent_respects_the_sentence_bound_and_updates_the_vocabulary() -> None:
     eps = 0.3
-    defense, model = make("tavat", adv_steps=3, adv_lr=0.2, adv_init_mag=0.2, adv_max_norm=eps)
+    defense, model = make("tavat", steps=3, step_size=0.2, init_magnitude=0.2, max_norm=eps)
     batch, ctx = tiny_batch(), context()
     defense.on_train_start(ctx)
     mask = token_mask(batch, torch.zeros(1))
@@ -251,7 +262,7 @@ def test_tavat_ascent_respects_the_sentence_bound_and_updates_the_vocabulary() -
 
 def test_tavat_vocabulary_accumulates_the_token_perturbation_of_the_last_pass() -> None:
     lr, mag = 0.1, 0.2
-    defense, model = make("tavat", adv_steps=2, adv_lr=lr, adv_init_mag=mag, adv_max_norm=0.0)
+    defense, model = make("tavat", steps=2, step_size=lr, init_magnitude=mag, max_norm=0.0)
     batch, ctx = tiny_batch(), context(step=4)
     defense.on_train_start(ctx)
     ids, real = batch["input_ids"], batch["attention_mask"].bool()
@@ -259,7 +270,7 @@ def test_tavat_vocabulary_accumulates_the_token_perturbation_of_the_last_pass() 
     rows = defense.vocabulary_rows(ids, 6, ctx) * mask  # materialise V for every id of the batch
     before = defense.vocabulary.clone()
     defense.training_step(batch, ctx)
-    # the same two passes by hand: start from V (scaled to init_mag per sentence) + FreeLB's random start
+    # the same two passes by hand: start from V (scaled to init_magnitude per sentence) + FreeLB's random start
     delta_tok = rows * (mag / norms(rows).view(-1, 1, 1))
     delta_lb = random_init(model.embed(batch).detach(), mask, mag, "l2", step_generator(ctx))
     grad = input_gradient(model, batch, delta_lb + delta_tok) * mask
@@ -269,7 +280,7 @@ def test_tavat_vocabulary_accumulates_the_token_perturbation_of_the_last_pass() 
 
 
 def test_tavat_trains_like_freelb_on_the_average_loss() -> None:
-    defense, model = make("tavat", adv_steps=2)
+    defense, model = make("tavat", steps=2)
     model.passes = 0
     metrics = defense.training_step(tiny_batch(), context())
     assert model.passes == 2 and metrics["loss"] > 0
@@ -280,22 +291,37 @@ def test_tavat_trains_like_freelb_on_the_average_loss() -> None:
 # --- configuration -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,settings,fragment", [
-    ("pgd", {"adv_steps": 0}, "adv_steps"),
-    ("freelb", {"adv_lr": 0.0}, "adv_lr"),
-    ("freelb++", {"adv_norm": "l1"}, "adv_norm"),
-    ("tavat", {"adv_max_norm": -1.0}, "adv_max_norm"),
+    ("pgd", {"steps": 0}, "perturbation.steps"),
+    ("freelb", {"step_size": 0.0}, "perturbation.step_size"),
+    ("freelb++", {"norm": "l1"}, "perturbation.norm"),
+    ("tavat", {"max_norm": -1.0}, "perturbation.max_norm"),
+    ("tavat", {"norm": "linf"}, "perturbation.norm must be l2"),
+    ("pgd", {"init_magnitude": -0.1}, "perturbation.init_magnitude"),
 ])
 def test_invalid_settings_raise_one_line_suite_errors(name: str, settings: dict, fragment: str) -> None:
     with pytest.raises(SuiteError, match=fragment) as info:
-        DEFENSES.get(name).Config(**settings)
+        config(name, **settings)
     assert name in str(info.value) and "\n" not in str(info.value)
 
 
 def test_paper_defaults() -> None:
-    assert (PGD.Config().adv_steps, PGD.Config().adv_lr) == (5, 0.04)  # adaptive_at §5.3, Table 10
-    assert (FreeLB.Config().adv_steps, FreeLB.Config().adv_lr, FreeLB.Config().adv_max_norm) == (2, 0.03, 0.0)
-    cfg = TAVAT.Config()
-    assert (cfg.adv_steps, cfg.adv_lr, cfg.adv_init_mag, cfg.adv_max_norm) == (2, 0.05, 0.2, 0.5)
+    pgd, freelb = PGD.Config().perturbation, FreeLB.Config().perturbation
+    assert (pgd.steps, pgd.step_size, pgd.init_magnitude, pgd.max_norm, pgd.norm) == (5, 0.04, 0.05, None, "l2")
+    assert (freelb.steps, freelb.step_size, freelb.init_magnitude, freelb.max_norm) == (2, 0.03, 0.05, 0.0)
+    cfg = TAVAT.Config().perturbation
+    assert (cfg.steps, cfg.step_size, cfg.init_magnitude, cfg.max_norm) == (2, 0.05, 0.2, 0.5)
+
+
+def test_a_partial_perturbation_keeps_the_defenses_own_defaults() -> None:
+    assert config("freelb", steps=7).perturbation == dataclasses.replace(FreeLB.Config().perturbation, steps=7)
+    assert config("tavat", step_size=0.1).perturbation == dataclasses.replace(TAVAT.Config().perturbation,
+                                                                                step_size=0.1)
+
+
+def test_pgds_unset_max_norm_is_steps_times_step_size() -> None:
+    defense, _ = make("pgd", steps=4, step_size=0.05)
+    assert defense.cfg.perturbation.max_norm is None and defense.max_norm() == pytest.approx(0.2)
+    assert make("pgd", max_norm=0.0)[0].max_norm() == 0.0  # 0: unbounded
 
 
 # --- end to end ---------------------------------------------------------------------------------------------
@@ -304,18 +330,22 @@ def test_paper_defaults() -> None:
 def test_freelb_smoke_cell_trains_and_is_attacked(workdir: Path, mirror: Path, resources: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     import mlflow
+    from conftest import training_runs
+    from mlflow.tracking import MlflowClient
 
     from suite.cli import main
+    from suite.core.records import read_run
 
     cell = ["run", "--profile", "smoke", "--defense", "freelb", "--dataset", "sst2_sentence", "--backbone", "cnn",
             "--attack", "pwws"]
     assert main(cell) == 0
     assert "freelb/sst2_sentence/cnn/seed0: done" in capsys.readouterr().err
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["suite-smoke"], output_format="list")
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = training_runs(client, "suite-smoke")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     run = runs[0]
-    metrics = run.data.metrics
+    metrics = read_run(client, run.info.run_id).metrics  # with its attacks (child runs)
     assert 0.0 <= metrics["clean_accuracy"] <= 100.0
     assert metrics["mean_epoch_time_s"] > 0
     assert metrics["pwws.n"] == 20 and 0.0 <= metrics["pwws.aua"] <= metrics["pwws.clean_attacked_set"]

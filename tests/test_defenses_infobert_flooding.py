@@ -295,12 +295,13 @@ def _manual_freelb_grads(model: Tiny, batch: Batch, cfg: InfoBertConfig, context
     with torch.no_grad():
         clean = model.embed(batch)
     mask = token_mask(batch, clean)
-    delta = random_init(clean, mask, cfg.adv_init_mag, "l2", gen)
-    for _ in range(cfg.adv_steps):
+    p = cfg.perturbation
+    delta = random_init(clean, mask, p.init_magnitude, "l2", gen)
+    for _ in range(p.steps):
         delta.requires_grad_(True)
         loss = F.cross_entropy(model.forward_embeddings(model.embed(batch) + delta, batch).logits, batch["labels"])
-        (loss / cfg.adv_steps).backward()
-        delta = (delta + cfg.adv_lr * normalize_gradient(delta.grad * mask)).detach() * mask
+        (loss / p.steps).backward()
+        delta = (delta + p.step_size * normalize_gradient(delta.grad * mask)).detach() * mask
     grads = _grads(model)
     model.zero_grad(set_to_none=True)
     return grads
@@ -309,20 +310,21 @@ def _manual_freelb_grads(model: Tiny, batch: Batch, cfg: InfoBertConfig, context
 def test_infobert_without_regularisers_is_freelb() -> None:
     model = Tiny()
     batch = _batch(model)
-    cfg = InfoBertConfig(alpha=0.0, beta=0.0, adv_steps=3, adv_lr=0.3, adv_init_mag=0.5)
+    perturbation = {"steps": 3, "step_size": 0.3, "init_magnitude": 0.5}
+    cfg = from_mapping(InfoBertConfig, {"alpha": 0.0, "beta": 0.0, "perturbation": perturbation}, "test")
     context = _context(model, step=7)
     reference = _manual_freelb_grads(model, batch, cfg, context)
     defense = InfoBert(cfg, model)
     metrics = defense.training_step(batch, context)
-    assert defense.critic_optimizer is None and metrics["ib_mi"] == 0.0 and metrics["af_mi"] == 0.0
+    assert defense.extra_modules() == {} and metrics["ib_mi"] == 0.0 and metrics["af_mi"] == 0.0
     ours = _grads(model)
     model.zero_grad(set_to_none=True)
     for name in reference:
         assert torch.allclose(ours[name], reference[name], atol=1e-6), name
     # and equal to the suite's own FreeLB with the same settings
     freelb_cls = DEFENSES.get("freelb")
-    freelb = freelb_cls(from_mapping(freelb_cls.Config, {"adv_steps": 3, "adv_lr": 0.3, "adv_init_mag": 0.5,
-                                                         "adv_max_norm": 0.0}, "test"), model)
+    freelb = freelb_cls(from_mapping(freelb_cls.Config, {"perturbation": {**perturbation, "max_norm": 0.0}}, "test"),
+                        model)
     freelb.training_step(batch, context)
     for name, grad in _grads(model).items():
         assert torch.allclose(grad, reference[name], atol=1e-6), name
@@ -339,12 +341,18 @@ def test_infobert_regularisers_change_the_gradient_and_their_critics_ascend() ->
     model.zero_grad(set_to_none=True)
 
     defense = InfoBert(InfoBertConfig(alpha=0.5, beta=0.5, critic_hidden=16, critic_lr=3e-2), model)
+    defense.on_train_start(_context(model, _examples(TEXTS, [0, 1] * 3)))  # builds the critics (before any optimiser)
+    critics = defense.extra_modules()
+    assert set(critics) == {"ib_critic", "af_critic"} and defense.extra_module_options("ib_critic") == {"lr": 3e-2}
+    critic_opt = torch.optim.AdamW([p for c in critics.values() for p in c.parameters()], lr=3e-2)  # the trainer's role
     estimates = []
     for _ in range(30):  # the model is not stepped: only the critics learn, so both bounds rise
         metrics = defense.training_step(batch, context)
         estimates.append((metrics["ib_mi"], metrics["af_mi"]))
         if len(estimates) == 1:
             regularised = _grads(model)
+        critic_opt.step()
+        critic_opt.zero_grad(set_to_none=True)
         model.zero_grad(set_to_none=True)
     assert any(not torch.allclose(regularised[n], base[n], atol=1e-6) for n in base)
     (ib0, af0), (ib1, af1) = estimates[0], estimates[-1]
@@ -378,8 +386,9 @@ def test_infobert_is_deterministic_and_logs_per_epoch() -> None:
 
 @pytest.mark.parametrize("cls, settings, message", [
     (InfoBertConfig, {"cl": 0.9, "ch": 0.5}, "need 0 <= cl <= ch <= 1"),
-    (InfoBertConfig, {"adv_steps": 0}, "adv_steps must be >= 1"),
-    (InfoBertConfig, {"norm": "l1"}, "norm must be one of"),
+    (InfoBertConfig, {"perturbation": {"steps": 0}}, "infobert: perturbation.steps must be >= 1"),
+    (InfoBertConfig, {"perturbation": {"norm": "l1"}}, "infobert: perturbation.norm must be one of"),
+    (InfoBertConfig, {"perturbation": {"max_norm": -1.0}}, "infobert: perturbation.max_norm must be >= 0"),
     (InfoBertConfig, {"alpha": -1}, "alpha must be >= 0"),
     (FloodingConfig, {"flood_level": -0.1}, "flood_level must be >= 0"),
     (FloodingXConfig, {"class_pairs": "within"}, "class_pairs must be one of"),

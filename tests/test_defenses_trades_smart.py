@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defenses import DEFENSES, TrainingContext
-from defenses.perturbation import per_example_norm
+from defenses.perturbation import PerturbationConfig, per_example_norm
 from defenses.smart import Smart, SmartConfig, symmetric_kl
 from defenses.trades import SharedDropout, Trades, TradesConfig, ascend_divergence, kl_divergence
 from suite.run.config import TrainConfig, from_mapping
@@ -103,8 +103,10 @@ def test_ascent_stays_in_the_epsilon_ball_and_off_padding(norm: str) -> None:
     target = model.forward_embeddings(embeds, batch).logits
     epsilon = 0.3
     for steps, step_size in ((1, 10.0), (4, 0.5), (3, 1e-3)):
-        delta = ascend_divergence(model, embeds, batch, target, kl_divergence, steps=steps, step_size=step_size,
-                                  epsilon=epsilon, init_mag=0.05, norm=norm, generator=torch.Generator().manual_seed(3))
+        settings = PerturbationConfig(steps=steps, step_size=step_size, init_magnitude=0.05, max_norm=epsilon,
+                                      norm=norm)
+        delta = ascend_divergence(model, embeds, batch, target, kl_divergence, settings,
+                                  generator=torch.Generator().manual_seed(3))
         size = per_example_norm(delta).flatten() if norm == "l2" else delta.flatten(1).abs().amax(1)
         assert (size <= epsilon * (1 + 1e-5)).all(), (steps, step_size, size)
         assert torch.equal(delta[1, 5:], torch.zeros_like(delta[1, 5:]))
@@ -122,17 +124,17 @@ def test_ascent_increases_the_kl_beyond_its_start_and_beyond_a_random_direction(
     def kl_at(delta: torch.Tensor) -> torch.Tensor:
         return kl_divergence(target, model.forward_embeddings(embeds + delta, batch).logits).detach()
 
-    settings = dict(step_size=0.1, epsilon=0.5, init_mag=0.01, norm="l2")
-    start = ascend_divergence(model, embeds, batch, target, kl_divergence, steps=0,
-                              generator=torch.Generator().manual_seed(4), **settings)
-    adv = ascend_divergence(model, embeds, batch, target, kl_divergence, steps=5,
-                            generator=torch.Generator().manual_seed(4), **settings)
+    settings = dict(step_size=0.1, max_norm=0.5, init_magnitude=0.01, norm="l2")
+    start = ascend_divergence(model, embeds, batch, target, kl_divergence, PerturbationConfig(steps=0, **settings),
+                              generator=torch.Generator().manual_seed(4))
+    adv = ascend_divergence(model, embeds, batch, target, kl_divergence, PerturbationConfig(steps=5, **settings),
+                            generator=torch.Generator().manual_seed(4))
     assert (kl_at(adv) > kl_at(start)).all()
     # away from delta = 0 (where the KL is ~quadratic, so even descent would overshoot upwards)
     # each small step raises it
-    far = dict(step_size=0.02, epsilon=10.0, init_mag=0.3, norm="l2")
-    path = [kl_at(ascend_divergence(model, embeds, batch, target, kl_divergence, steps=k,
-                                    generator=torch.Generator().manual_seed(6), **far)) for k in range(4)]
+    far = dict(step_size=0.02, max_norm=10.0, init_magnitude=0.3, norm="l2")
+    path = [kl_at(ascend_divergence(model, embeds, batch, target, kl_divergence, PerturbationConfig(steps=k, **far),
+                                    generator=torch.Generator().manual_seed(6))) for k in range(4)]
     assert all((later > earlier).all() for earlier, later in zip(path, path[1:])), path
     mask = batch["attention_mask"].unsqueeze(-1).float()
     noise = torch.randn(embeds.shape, generator=torch.Generator().manual_seed(9)) * mask
@@ -163,7 +165,8 @@ def test_trades_with_beta_zero_is_plain_cross_entropy_in_value_and_gradient() ->
 def test_trades_kl_term_is_zero_at_zero_delta_even_with_dropout_in_training_mode() -> None:
     model, batch = _model(dropout=0.5), _batch()
     model.train()
-    defense = Trades(TradesConfig(beta=1.0, steps=0, init_mag=0.0), model)
+    defense = Trades(from_mapping(TradesConfig, {"beta": 1.0, "perturbation": {"steps": 0, "init_magnitude": 0.0}},
+                                  "test"), model)
     torch.manual_seed(11)
     loss = defense.loss(batch, _context())
     torch.manual_seed(11)
@@ -174,7 +177,8 @@ def test_trades_kl_term_is_zero_at_zero_delta_even_with_dropout_in_training_mode
 
 def test_trades_loss_is_ce_plus_beta_times_kl_at_the_ascent_delta() -> None:
     model, batch = _model(), _batch()
-    cfg = TradesConfig(beta=0.5, steps=3, step_size=0.2, epsilon=0.4)
+    cfg = from_mapping(TradesConfig, {"beta": 0.5, "perturbation": {"steps": 3, "step_size": 0.2, "max_norm": 0.4}},
+                       "test")
     defense = Trades(cfg, model)
     context = _context(seed=3, step=7)
     loss = defense.loss(batch, context)
@@ -241,7 +245,8 @@ def test_smart_teacher_is_outside_the_model_and_its_checkpoint(tmp_path: Path) -
 def test_smart_regularisers_vanish_at_zero_delta_and_equal_teacher_even_with_dropout() -> None:
     model, batch = _model(dropout=0.5, seed=5), _batch()
     model.train()
-    defense = Smart(SmartConfig(lambda_s=3.0, mu=2.0, steps=0, init_mag=0.0), model)
+    defense = Smart(from_mapping(SmartConfig, {"lambda_s": 3.0, "mu": 2.0,
+                                               "perturbation": {"steps": 0, "init_magnitude": 0.0}}, "test"), model)
     defense.on_train_start(_context())
     torch.manual_seed(12)
     loss = defense.loss(batch, _context())
@@ -259,7 +264,8 @@ def test_smart_regularisers_vanish_at_zero_delta_and_equal_teacher_even_with_dro
 
 def test_smart_loss_is_ce_plus_weighted_smoothness_and_bregman() -> None:
     model, batch = _model(seed=6), _batch()
-    cfg = SmartConfig(lambda_s=2.0, mu=0.5, steps=1, step_size=0.1, epsilon=0.05, init_mag=0.01)
+    cfg = SmartConfig(lambda_s=2.0, mu=0.5, perturbation=PerturbationConfig(steps=1, step_size=0.1, init_magnitude=0.01,
+                                                                            max_norm=0.05, norm="linf"))
     defense = Smart(cfg, model)
     defense.on_train_start(_context())
     with torch.no_grad():
@@ -283,21 +289,24 @@ def test_smart_loss_is_ce_plus_weighted_smoothness_and_bregman() -> None:
 
 def test_registered_with_paper_defaults() -> None:
     assert DEFENSES.get("trades") is Trades and DEFENSES.get("smart") is Smart
-    t = TradesConfig()
-    assert (t.beta, t.steps, t.step_size, t.epsilon, t.norm) == (0.5, 5, 0.04, 0.2, "l2")
-    assert math.isclose(t.epsilon, t.steps * t.step_size)
-    s = SmartConfig()
-    assert (s.lambda_s, s.mu, s.beta, s.steps, s.step_size, s.epsilon, s.init_mag, s.norm) == (
+    t, tp = TradesConfig(), TradesConfig().perturbation
+    assert (t.beta, tp.steps, tp.step_size, tp.max_norm, tp.init_magnitude, tp.norm) == (0.5, 5, 0.04, 0.2, 1e-3, "l2")
+    assert math.isclose(tp.max_norm, tp.steps * tp.step_size)
+    s, sp = SmartConfig(), SmartConfig().perturbation
+    assert (s.lambda_s, s.mu, s.beta, sp.steps, sp.step_size, sp.max_norm, sp.init_magnitude, sp.norm) == (
         1.0, 1.0, 0.99, 1, 1e-3, 1e-5, 1e-5, "linf")
 
 
 @pytest.mark.parametrize("cls, settings, message", [
-    (TradesConfig, {"norm": "l3"}, "norm must be one of"),
+    (TradesConfig, {"perturbation": {"norm": "l3"}}, "trades: perturbation.norm must be one of"),
     (TradesConfig, {"beta": -1}, "beta must be >= 0"),
-    (TradesConfig, {"epsilon": 0}, "epsilon must be > 0"),
+    (TradesConfig, {"perturbation": {"max_norm": 0}}, "trades: perturbation.max_norm must be > 0"),
+    (TradesConfig, {"perturbation": {"max_norm": None}}, "trades: perturbation.max_norm must be > 0"),
     (SmartConfig, {"beta": 1.0}, "beta .teacher momentum. must be in"),
-    (SmartConfig, {"steps": -1}, "steps must be >= 0"),
+    (SmartConfig, {"perturbation": {"steps": -1}}, "smart: perturbation.steps must be >= 0"),
+    (SmartConfig, {"perturbation": {"init_magnitude": -1e-5}}, "smart: perturbation.init_magnitude must be >= 0"),
     (SmartConfig, {"mu": -0.1}, "mu must be >= 0"),
+    (SmartConfig, {"perturbation": {"epsilon": 1e-5}}, r"profile\.perturbation: unknown setting 'epsilon'"),
 ])
 def test_config_errors_are_one_clear_line(cls, settings, message) -> None:
     with pytest.raises(SuiteError, match=message):
@@ -305,8 +314,9 @@ def test_config_errors_are_one_clear_line(cls, settings, message) -> None:
 
 
 def test_profile_values_from_yaml_strings() -> None:
-    cfg = from_mapping(SmartConfig, {"epsilon": "1e-5", "lambda_s": 3}, "profile")
-    assert cfg.epsilon == 1e-5 and cfg.lambda_s == 3
+    cfg = from_mapping(SmartConfig, {"perturbation": {"max_norm": "2e-5"}, "lambda_s": 3}, "profile")
+    assert cfg.perturbation.max_norm == 2e-5 and cfg.lambda_s == 3
+    assert cfg.perturbation.step_size == SmartConfig().perturbation.step_size  # the rest: SMART's defaults
 
 
 # --- end to end ---------------------------------------------------------------------------------------------

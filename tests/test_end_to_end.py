@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from suite.cli import main
+from suite.core import records
+from suite.core.records import read_run
 from suite.run.config import load_profile
 
 pytestmark = pytest.mark.slow
@@ -26,9 +28,11 @@ def _client(workdir: Path):
 
 
 def _runs(mlflow, experiment: str) -> list:
+    """The experiment's training runs (not their attack child runs)."""
     exp = mlflow.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment!r}"
-    return mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list")
+    return mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="list",
+                              filter_string=f"tags.`{records.PARENT_RUN_TAG}` IS NULL")
 
 
 def _histories(client, run) -> dict[str, list[tuple[int, float]]]:
@@ -86,6 +90,15 @@ def test_smoke_cell_end_to_end(workdir: Path, mirror: Path, resources: Path,
     attack_set = json.loads((local / "attack_set.json").read_text())
     assert attack_set["size"] == 20 and len(attack_set["ids"]) == 20 and attack_set["test_examples"] == 200
     assert tags["suite.attack_set_sha256"] == attack_set["sha256"]
+    inputs = {d.dataset.name: d.dataset.digest for d in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert inputs == {name: digest[:32] for name, digest in job["data_sha256"].items()}
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[records.EXPERIMENT_KIND_TAG] == records.EXPERIMENT_KIND
+    # the profile's attacks are child runs; the training run stayed FINISHED
+    record = read_run(client, run.info.run_id)
+    assert set(record.attacks()) == set(load_profile("smoke").attacks) == set(record.attack_runs)
+    assert all(client.get_run(i).info.status == "FINISHED" for i in record.attack_runs.values())
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
     env = json.loads((local / "environment.json").read_text())
     assert env["packages"]["torch"] and env["torch_threads"] >= 1
     threads = load_profile("smoke").train.get("cpu_threads")
@@ -116,3 +129,8 @@ def test_smoke_cell_end_to_end(workdir: Path, mirror: Path, resources: Path,
     assert {"clean_accuracy", "train_loss", "validation_accuracy", "best_validation_accuracy"} <= set(first_hist)
     for key in sorted(set(first_hist) - TIMING):
         assert rerun_hist[key] == first_hist[key], key
+    first_rec, rerun_rec = read_run(client, run.info.run_id), read_run(client, rerun.info.run_id)
+    for attack in first_rec.attacks():  # the rerun's attacks: the same numbers (timings aside)
+        first_m, rerun_m = first_rec.attack_metrics(attack), rerun_rec.attack_metrics(attack)
+        assert first_m.pop(records.ATTACK_SECONDS) >= 0 and rerun_m.pop(records.ATTACK_SECONDS) >= 0
+        assert rerun_m == first_m, attack

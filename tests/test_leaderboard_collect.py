@@ -1,4 +1,5 @@
-"""``suite leaderboard collect`` on a tiny real MLflow store written the way suite/runner.py writes it."""
+"""``suite leaderboard collect`` on a tiny real MLflow store written the way suite/run/runner.py writes it
+(through suite.core.records: training runs, attacks as child runs)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from leaderboard.entries import build_entries, read_runs, write_entries
 from leaderboard.tolerance import DEVIATES, REPRODUCED, load_policy
 from suite.cli import main
 from suite.core.errors import SuiteError
+from suite.core.records import AttackRecord, RunRecord, checkpoint_tags, training_metrics
 from suite.run.tracking import Tracker
 
 pytestmark = pytest.mark.slow  # creating the SQLite store (MLflow's migrations) takes ~10-15 s here
@@ -33,33 +35,29 @@ def _config(seed: int, epochs: int = 10) -> dict:
 
 
 def _log_run(tracker: Tracker, seed: int, clean: float, aua: float, epochs: int = 10, fail: bool = False) -> str:
-    tags = {"config_hash": f"hash{seed}{epochs}", "suite.defense": "finetune", "suite.dataset": "sst2_sentence",
-            "suite.backbone": "cnn", "suite.seed": str(seed), "suite.profile": "cpu", "suite.attack_set_sha256": "abc"}
+    """A training run written through the run record, and its PWWS attack as a child run."""
     config = _config(seed, epochs)
     subs = ["GloVe 6B 50-d embeddings in place of 300-d word2vec (FLAT §4)"]
+    record = RunRecord.new(config=config, config_hash=f"hash{seed}{epochs}", data={},
+                           data_sha256={"sst2_sentence/test": "d1"}, backbone_facts={}, substitutions=subs,
+                           environment={"python": "3.11.7", "torch_threads": 1, "device": "cpu", "git_commit": "feedbeef"},
+                           attack_set={"sha256": "abc", "size": 1821})
     try:
-        with tracker.start(f"finetune/sst2_sentence/cnn/seed{seed}", tags) as run:
-            run.log_params(config)
-            run.set_tags({"git_commit": "feedbeef", "device": "cpu", "substitutions": "; ".join(subs)})
-            run.log_json({"config": config, "config_hash": tags["config_hash"], "data_sha256": {"sst2_sentence/test": "d1"},
-                          "substitutions": subs}, "job.json")
-            run.log_json({"python": "3.11.7", "torch_threads": 1, "device": "cpu", "git_commit": "feedbeef"},
-                         "environment.json")
-            run.log_metrics({"clean_accuracy": clean, "mean_epoch_time_s": 30.0 + seed, "best_validation_accuracy": 85.0,
-                             "best_epoch": 4})
-            run.set_tags({"checkpoint_sha256": f"ck{seed}"})
+        with tracker.start_training(record, f"finetune/sst2_sentence/cnn/seed{seed}") as run:
+            run.log_metrics(training_metrics(clean_accuracy=clean, best_epoch=4, best_validation_accuracy=85.0,
+                                             mean_epoch_time_s=30.0 + seed))
+            run.set_tags(checkpoint_tags(f"ck{seed}"))
             if fail:
                 raise RuntimeError("training crashed")
-        run_id = run.run_id
     except RuntimeError:
         return run.run_id
-    with tracker.resume(run_id) as run:  # the attack stage, after the training run closed
-        run.log_metrics({"pwws.aua": aua, "pwws.suc": 90.0, "pwws.queries": 40.0 + seed, "pwws.n": 1821,
-                         "pwws.attack_seconds": 12.5, "pwws.clean_attacked_set": clean})
-        run.set_tags({"attack.pwws.variant": "stock", "attack.pwws.hash": "ph", "attack.pwws.substitutions": "none"})
-        run.log_json({"settings": {"attack": "pwws", "attack_variant": "stock", "settings": {},
-                                   "query_budget": "unlimited", "seed": 2024}, "metrics": {}}, "attacks/pwws.json")
-    return run_id
+    attack = AttackRecord(attack="pwws", attack_hash="ph", variant="stock",
+                          metrics=AttackRecord.textattack_metrics(aua=aua, suc=90.0, queries=40.0 + seed,
+                                                                  clean_attacked_set=clean, n=1821, attack_seconds=12.5),
+                          summary={"settings": {"attack": "pwws", "attack_variant": "stock", "settings": {},
+                                                "query_budget": "unlimited", "seed": 2024}, "metrics": {}})
+    tracker.log_attack(tracker.read(run.run_id, artifacts=False), attack)  # the attack stage, after the run closed
+    return run.run_id
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,9 @@
-"""One seeding helper: python, numpy and torch, with the protocol's determinism settings."""
+"""Seeding: python, numpy and torch with the protocol's determinism settings, and seeded
+generators by purpose (one formula for every new random draw)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 
@@ -23,3 +26,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.mkldnn.enabled = False
     torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+
+
+def derive_seed(seed: int, purpose: str, *counters: int) -> int:
+    """A 63-bit seed for one purpose: the first 8 bytes of sha256 of ``(seed, purpose, *counters)``.
+
+    Draws for different purposes (``"shuffle"``, ``"mask-init"``, ...) or counters (epoch, step,
+    example index) are independent of one another and of the order in which they are made, so
+    adding a random draw somewhere never shifts another one.
+    """
+    key = json.dumps([int(seed), str(purpose), *(int(c) for c in counters)], separators=(",", ":"))
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
+
+
+def generator(seed: int, purpose: str, *counters: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` seeded with :func:`derive_seed` (``seed``, ``purpose``, ``counters``).
+
+    New code draws its randomness here. The two older per-step formulas are kept as they are so
+    that no existing number moves: ``defenses.perturbation.step_generator`` and Flooding-X's
+    measurement sub-batches seed with ``seed * 1_000_003 + counter`` (step, epoch).
+    """
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, purpose, *counters))

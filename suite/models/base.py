@@ -10,6 +10,7 @@ a transformer and on the word-level CNN/LSTM alike:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +63,17 @@ class TextClassifier(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def state_sha256(module: nn.Module) -> str:
+    """sha256 of a module's current ``state_dict`` (names, dtypes, shapes and raw bytes, in name order).
+
+    Identifies the exact weights, e.g. to cache training-time attacks per model state; tensors that
+    share memory (tied embeddings) are hashed under each of their names.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()

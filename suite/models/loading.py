@@ -1,42 +1,36 @@
-"""Rebuilding a saved classifier from its checkpoint folder (model.json + model.safetensors)."""
+"""Rebuilding a saved classifier from its checkpoint folder (model.json + model.safetensors).
+
+A plain backbone is rebuilt by its registered ``BackboneSpec`` (``spec.rebuild``); a wrapped
+model (``suite.models.wrapped``; ``model.json`` has a ``"wrapper"`` key) by its registered wrapper
+class around its rebuilt inner model. The weights of the whole model are loaded last.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from suite.models.base import TextClassifier
 from suite.models.registry import BACKBONES
+from suite.models.wrapped import WRAPPERS
+
+
+def rebuild_classifier(description: dict[str, Any]) -> TextClassifier:
+    """The architecture a ``model.json`` describes (wrappers recursively), weights not loaded."""
+    if "wrapper" in description:
+        inner = rebuild_classifier(description["inner"])
+        return WRAPPERS.get(description["wrapper"]).from_description(dict(description.get("settings", {})), inner)
+    return BACKBONES.get(description["backbone"]).rebuild(description)
 
 
 def load_classifier(folder: Path, device: torch.device | str = "cpu") -> TextClassifier:
-    desc = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    spec = BACKBONES.get(desc["backbone"])
-    model: TextClassifier
-    if spec.kind == "word":
-        from suite.models.text_processing import Vocabulary
-        from suite.models.word_models import KimCNN, LSTMClassifier
-
-        cls = KimCNN if spec.name == "cnn" else LSTMClassifier
-        options = dict(desc.get("options", {}))
-        if "filter_sizes" in options:
-            options["filter_sizes"] = tuple(options["filter_sizes"])
-        model = cls(Vocabulary(desc["vocab"]), desc["num_labels"], embedding_dim=desc["embedding_dim"],
-                    max_length=desc["max_length"], **options)
-    elif desc.get("source") == "random":
-        from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-        from suite.models.registry import minilm_path
-        from suite.models.transformer import HFClassifier
-
-        model = HFClassifier(BertForSequenceClassification(BertConfig(num_labels=desc["num_labels"])),
-                             AutoTokenizer.from_pretrained(str(minilm_path())), desc["max_length"], spec.name, "random")
-    else:
-        from suite.models.transformer import HFClassifier
-
-        model = HFClassifier.from_pretrained(desc["source"], desc["num_labels"], desc["max_length"], spec.name)
-    model.backbone_name = spec.name
+    """The classifier saved in ``folder`` by ``TextClassifier.save``, on ``device``, in eval mode."""
+    description = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    if "wrapper" not in description:
+        return BACKBONES.get(description["backbone"]).load(folder, device)
+    model = rebuild_classifier(description)
     model.to(device)
     model.load_weights(folder)
     model.eval()

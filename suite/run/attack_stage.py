@@ -1,16 +1,17 @@
-"""After training: attack the model on the pinned attack set and log to the job's MLflow run."""
+"""After training: attack the model on the pinned attack set, each attack a child run of the training run."""
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from suite.data.examples import Example
+from suite.core import records
 from suite.core.errors import SuiteError
 from suite.core.paths import attack_cache_root
+from suite.core.records import AttackRecord, RunRecord
+from suite.data.examples import Example
 from suite.models.base import TextClassifier
 from suite.run.protocol import AttackSet
 from suite.run.tracking import Tracker
@@ -21,13 +22,13 @@ log = logging.getLogger(__name__)
 def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: Sequence[Example],
                    attack_set: AttackSet, attacks: Sequence[str], checkpoint_sha256: str, seed: int,
                    column_names: Sequence[str], dataset: str, query_budget: int | None = None) -> tuple[dict[str, float], list[str]]:
-    """Run each attack; returns (its metrics, one error line per attack that could not run).
+    """Run each attack; returns (its metrics ``<attack>.<key>``, one error line per attack that could not run).
 
     An attack that fails (e.g. a missing resource) is reported and the others still run; the
-    training results already logged are untouched. An attack whose configuration hash the run
-    already carries is not logged twice (its records come from the per-example cache).
+    training run ``run_id`` is only read. An attack whose configuration hash the run already
+    carries (a finished child run) is not logged twice (its records come from the per-example cache).
     """
-    tags = tracker.mlflow.get_run(run_id).data.tags
+    parent = tracker.read(run_id, artifacts=False)
     from attacks import ATTACKS
 
     by_id = {ex.id: ex for ex in test}
@@ -41,29 +42,23 @@ def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: S
     for name in attacks:
         try:
             spec = ATTACKS.get(name)
-            if spec.kind == "textattack":
-                metrics, attack_hash, summary, records = _textattack(
-                    name, model, examples, seed, checkpoint_sha256, attack_set.sha256, query_budget, column_names)
+            if spec.native:  # k-PGD, AdvGLUE: evaluated by the spec itself
+                metrics, attack_hash, summary, examples_out = spec.evaluate(model, examples, dataset)
             else:
-                metrics, attack_hash, summary, records = _native(spec, model, examples, dataset)
+                metrics, attack_hash, summary, examples_out = _textattack(
+                    name, model, examples, seed, checkpoint_sha256, attack_set.sha256, query_budget, column_names)
         except SuiteError as exc:
             errors.append(f"{name}: {exc}")
             print(f"suite: error: attack {name}: {exc}", file=sys.stderr)
             continue
-        logged.update(metrics)
-        if tags.get(f"attack.{name}.hash") == attack_hash:
-            continue
-        with tracker.resume(run_id) as run:
-            run.log_metrics(metrics)
-            run.set_tags({f"attack.{name}.variant": spec.variant, f"attack.{name}.hash": attack_hash,
-                          f"attack.{name}.substitutions": "; ".join(spec.substitutions) or "none"})
-            run.log_json(summary, f"attacks/{name}.json")
-            if records:
-                with tempfile.TemporaryDirectory(prefix="suite-attack-") as tmp:
-                    path = Path(tmp) / f"{name}.jsonl"
-                    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-                    run.log_file(path, "attacks")
-        log.info("%s: %s", name, {k: round(v, 3) for k, v in metrics.items()})
+        record = AttackRecord(attack=name, attack_hash=attack_hash, variant=spec.variant,
+                              substitutions=tuple(spec.substitutions), metrics=metrics, summary=summary,
+                              examples=tuple(examples_out))
+        logged.update(record.prefixed_metrics())
+        if parent.attack_hash(name) != attack_hash:
+            child_id = tracker.log_attack(parent, record)
+            parent = parent.with_attack(dataclasses.replace(record, run_id=child_id, parent_run_id=parent.run_id))
+        log.info("%s: %s", name, {k: round(v, 3) for k, v in record.prefixed_metrics().items()})
     return logged, errors
 
 
@@ -76,46 +71,21 @@ def _textattack(name: str, model: TextClassifier, examples: Sequence[Example], s
                          query_budget=query_budget, column_names=column_names)
     m = outcome.metrics
     seconds = sum(r["seconds"] for r in outcome.records)
-    metrics = {f"{name}.aua": m.accuracy_under_attack, f"{name}.suc": m.attack_success_rate,
-               f"{name}.queries": m.mean_queries, f"{name}.clean_attacked_set": m.attacked_clean_accuracy,
-               f"{name}.n": m.n, f"{name}.attack_seconds": seconds}
+    metrics = AttackRecord.textattack_metrics(aua=m.accuracy_under_attack, suc=m.attack_success_rate,
+                                              queries=m.mean_queries, clean_attacked_set=m.attacked_clean_accuracy,
+                                              n=m.n, attack_seconds=seconds)
     summary = {"settings": outcome.settings, "metrics": m.as_dict(), "attack_seconds": seconds,
                "resumed_from_cache": outcome.resumed}
     return metrics, outcome.attack_hash, summary, outcome.records
 
 
-def _native(spec: Any, model: TextClassifier, examples: Sequence[Example], dataset: str) -> tuple[Any, ...]:
-    """k-PGD on the pinned attack set, or accuracy on the AdvGLUE set of ``dataset``."""
-    from attacks.evaluation import attack_config_hash
-
-    if spec.kind == "embedding":
-        from attacks.embedding_pgd import KPGDSettings, kpgd_evaluate
-
-        settings = KPGDSettings()
-        result = kpgd_evaluate(model, examples, settings)
-        record = {**spec.record(), "settings": settings.record()}
-    else:
-        from suite.data import DATASETS
-        from suite.data.splits import load_test_split
-        from suite.models.batching import accuracy
-
-        static = [n for n, s in DATASETS.items() if dataset in s.static_eval_for]
-        if not static:
-            covered = sorted({d for _, s in DATASETS.items() for d in s.static_eval_for})
-            raise SuiteError(f"{spec.name} has no adversarial set for dataset '{dataset}' (only for {', '.join(covered)})")
-        test = load_test_split(static[0])
-        result = {"accuracy": accuracy(model, test, 64, model.device), "n": len(test)}
-        record = {**spec.record(), "evaluation_set": static[0]}
-    metrics = {f"{spec.name}.{k}": float(v) for k, v in result.items()}
-    return metrics, attack_config_hash(record), {"settings": record, "metrics": result}, []
-
-
-def checkpoint_of(tracker: Tracker, run: Any, device: Any) -> tuple[TextClassifier, str]:
+def checkpoint_of(tracker: Tracker, run: RunRecord, device: Any) -> tuple[TextClassifier, str]:
     """Load a finished run's checkpoint (for attacking a job that was skipped as done)."""
     from suite.models.loading import load_classifier
 
-    sha = run.data.tags.get("checkpoint_sha256")
+    sha = run.checkpoint_sha256
     if not sha:
-        raise SuiteError(f"run {run.info.run_id} has no checkpoint_sha256 tag; re-run the job with --force")
-    folder = Path(tracker.mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoint"))
+        raise SuiteError(f"run {run.run_id} has no {records.CHECKPOINT_SHA256} tag; re-run the job with --force")
+    folder = Path(tracker.mlflow.artifacts.download_artifacts(run_id=run.run_id,
+                                                              artifact_path=records.CHECKPOINT_ARTIFACT))
     return load_classifier(folder, device), sha

@@ -20,8 +20,6 @@ import dataclasses
 import logging
 import math
 import sys
-import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -32,6 +30,7 @@ from leaderboard.check_report import (REFERENCE_METRICS, KnownDeviation, Reprodu
 from suite.run.config import from_mapping, read_named_yaml
 from suite.core.errors import SuiteError
 from suite.core.registry import Registry
+from suite.run.fingerprint import describe, machine_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,8 @@ class CheckItem:
     seeds: tuple[int, ...] | None = None
     attacks: tuple[str, ...] | None = None
     against: tuple[str, ...] = AGAINST
+    # overrides of the set's cross_machine_tolerances for this item's cells (same units)
+    cross_machine_tolerances: dict[str, float] = field(default_factory=dict)
 
     def defense_names(self) -> list[str] | None:
         if not self.all_defenses:
@@ -75,6 +76,7 @@ class CheckSet:
     description: str
     reference_tolerances: dict[str, float]
     items: tuple[CheckItem, ...]
+    cross_machine_tolerances: dict[str, float] = field(default_factory=dict)
     known_deviations: tuple[KnownDeviation, ...] = ()
     source: str = ""
 
@@ -89,6 +91,8 @@ def _parse_item(raw: Any, where: str, folder: Path) -> CheckItem:
         raise SuiteError(f"{where}: write `defenses: all`, not all_defenses")
     if isinstance(raw.get("against"), str):
         raw["against"] = [raw["against"]]
+    raw["cross_machine_tolerances"] = _tolerances(raw.get("cross_machine_tolerances"),
+                                                  f"{where}: cross_machine_tolerances")
     item = from_mapping(CheckItem, raw, where)
     bad = sorted(set(item.against) - set(AGAINST))
     if bad or not item.against:
@@ -99,18 +103,27 @@ def _parse_item(raw: Any, where: str, folder: Path) -> CheckItem:
     return item
 
 
+def _tolerances(raw: Any, where: str) -> dict[str, float]:
+    """A mapping metric -> non-negative number, every metric one the check compares."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}: must be a mapping of metric -> tolerance ({', '.join(REFERENCE_METRICS)})")
+    for metric, value in raw.items():
+        if metric not in REFERENCE_METRICS:
+            raise SuiteError(f"{where}.{metric}: not a compared metric ({', '.join(REFERENCE_METRICS)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise SuiteError(f"{where}.{metric} must be a non-negative number, got {value!r}")
+    return {k: float(v) for k, v in raw.items()}
+
+
 def parse_check_set(raw: Any, where: str, folder: Path) -> CheckSet:
     if not isinstance(raw, dict):
         raise SuiteError(f"{where}: a check set must be a YAML mapping")
     raw = dict(raw)
-    tolerances = raw.get("reference_tolerances") or {}
-    for metric, value in tolerances.items():
-        if metric not in REFERENCE_METRICS:
-            raise SuiteError(f"{where}: reference_tolerances.{metric}: not a compared metric "
-                             f"({', '.join(REFERENCE_METRICS)})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise SuiteError(f"{where}: reference_tolerances.{metric} must be a non-negative number, got {value!r}")
-    raw["reference_tolerances"] = {k: float(v) for k, v in tolerances.items()}
+    raw["reference_tolerances"] = _tolerances(raw.get("reference_tolerances"), f"{where}: reference_tolerances")
+    raw["cross_machine_tolerances"] = _tolerances(raw.get("cross_machine_tolerances"),
+                                                  f"{where}: cross_machine_tolerances")
     items = raw.get("items")
     if not isinstance(items, list) or not items:
         raise SuiteError(f"{where}: items must be a non-empty list")
@@ -158,51 +171,49 @@ def _finished_run(job: Any, tracker: Any, attacks: Sequence[str]) -> str:
     if run is None:
         raise SuiteError(f"no finished run with config hash {digest} in {tracker.tracking_uri} "
                          f"(experiment {tracker.experiment}); run the check without --no-run")
-    missing = [a for a in attacks if f"attack.{a}.hash" not in run.data.tags]
+    missing = [a for a in attacks if run.attack_hash(a) is None]
     if missing:
-        raise SuiteError(f"run {run.info.run_id} was never attacked with {', '.join(missing)}; "
+        raise SuiteError(f"run {run.run_id} was never attacked with {', '.join(missing)}; "
                          "run the check without --no-run")
-    return run.info.run_id
+    return run.run_id
 
 
-def _record(client: Any, run_id: str, attacks: Sequence[str], tmp: Path) -> Any:
-    """The leaderboard's view of one run, restricted to run-level metrics and ``attacks``."""
-    from leaderboard.entries import RunRecord
+def _record(client: Any, run_id: str, attacks: Sequence[str]) -> Any:
+    """The leaderboard's view of one run (the reader of ``leaderboard collect``), restricted to its
+    run-level metrics and ``attacks``; a missing artifact leaves a comparison "not comparable"."""
+    from suite.core.records import read_run
 
-    run = client.get_run(run_id)
-
-    def artifact(path: str) -> dict[str, Any] | None:
-        try:
-            local = client.download_artifacts(run_id, path, str(tmp))
-        except Exception:  # a missing artifact leaves the comparison "not comparable", with the reason
-            return None
-        return json.loads(Path(local).read_text(encoding="utf-8"))
-
-    def wanted(key: str, prefix: str = "") -> bool:
-        key = key[len(prefix):] if prefix else key
-        return "." not in key or key.rsplit(".", 1)[0] in attacks
-
-    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("attack.") or wanted(k, "attack.")}
-    summaries = {a: s for a in attacks if (s := artifact(f"attacks/{a}.json")) is not None}
-    return RunRecord(run_id=run_id, experiment=run.info.experiment_id, start_time=int(run.info.start_time or 0),
-                     tags=tags, metrics={k: v for k, v in run.data.metrics.items() if wanted(k)},
-                     params=dict(run.data.params), job=artifact("job.json"), attack_summaries=summaries)
+    return read_run(client, run_id, attacks)
 
 
 def _reference_run(record: Any, attacks: Sequence[str]) -> dict[str, Any]:
+    """What a reference file keeps of one run: its values, what they are counted over, and the
+    fingerprint of the machine that produced them (recorded by the run; the current machine's for a
+    run that predates the record)."""
     from leaderboard.entries import ATTACK_METRICS
 
-    metrics = {}
-    if "clean_accuracy" in record.metrics:
-        metrics["clean"] = record.metrics["clean_accuracy"]
-    for key, value in record.metrics.items():
-        attack, _, name = key.rpartition(".")
-        if attack in attacks and ATTACK_METRICS.get(name) in REFERENCE_METRICS:
-            metrics[f"{attack}.{ATTACK_METRICS[name]}"] = value
-    config = record.config
-    return {"config_hash": record.tags.get("config_hash"), "git_commit": record.tags.get("git_commit"),
-            "profile_version": config.get("profile_version"),
-            "attacks": {a: record.tags[f"attack.{a}.hash"] for a in attacks if f"attack.{a}.hash" in record.tags},
+    metrics: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    if record.clean_accuracy is not None:
+        metrics["clean"] = record.clean_accuracy
+        test_size = ((record.job or {}).get("data") or {}).get("sizes", {}).get("test")
+        if test_size:
+            counts["clean"] = int(test_size)
+    for attack in attacks:
+        values = record.attack_metrics(attack)
+        for name, value in values.items():
+            if ATTACK_METRICS.get(name) in REFERENCE_METRICS:
+                metrics[f"{attack}.{ATTACK_METRICS[name]}"] = value
+        n, correct = values.get("n"), values.get("clean_attacked_set")
+        if n and not math.isnan(n):
+            counts[f"{attack}.aua"] = int(n)
+            if correct is not None and not math.isnan(correct):
+                counts[f"{attack}.suc"] = int(round(n * correct / 100.0))  # attempted = not skipped
+    fingerprint = (record.environment or {}).get("fingerprint") or machine_fingerprint()
+    return {"config_hash": record.config_hash, "git_commit": record.git_commit,
+            "profile_version": record.config.get("profile_version"), "fingerprint": fingerprint["id"],
+            "fingerprint_details": dict(fingerprint), "counts": counts,
+            "attacks": {a: h for a in attacks if (h := record.attack_hash(a))},
             "metrics": {k: v for k, v in metrics.items() if not math.isnan(v)}}
 
 
@@ -211,7 +222,6 @@ def run_item(item: CheckItem, tracking_uri: str | None, no_run: bool, published:
     """Run (or reuse) the item's jobs, then aggregate its cells with the leaderboard's code."""
     from attacks import ATTACKS
     from leaderboard.entries import build_entries
-    from mlflow.tracking import MlflowClient
 
     from suite.run.config import load_profile
     from suite.run.runner import expand_jobs, run_job
@@ -247,23 +257,22 @@ def run_item(item: CheckItem, tracking_uri: str | None, no_run: bool, published:
         reused = "reused finished run (config hash match)" if outcome.skipped else "trained"
         print(f"{label}: {reused}; run {outcome.run_id}", file=sys.stderr, flush=True)
 
-    client = MlflowClient(tracker.tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="suite-check-") as tmp:
-        records = []
-        for n, (run_id, ok) in enumerate(finished):
-            (Path(tmp) / str(n)).mkdir()
-            records.append(_record(client, run_id, ok, Path(tmp) / str(n)))
+    records = [_record(tracker.client, run_id, ok) for run_id, ok in finished]
     for record, (_, ok) in zip(records, finished):
-        key = run_key(record.tags["suite.dataset"], record.tags["suite.backbone"], record.tags["suite.defense"],
-                      record.seed)
-        result.runs[key] = _reference_run(record, ok)
+        defense, dataset, backbone, _ = record.key
+        result.runs[run_key(dataset, backbone, defense, record.seed)] = _reference_run(record, ok)
     for entry in build_entries(records, published, policy) if records else []:
-        result.reproduced.extend(_cells(item.name, entry, attacks))
+        result.reproduced.extend(_cells(item.name, entry, attacks, result.runs))
     return result
 
 
-def _cells(item: str, entry: Mapping[str, Any], attacks: Sequence[str]) -> list[Reproduced]:
+def _cells(item: str, entry: Mapping[str, Any], attacks: Sequence[str],
+           runs: Mapping[str, Mapping[str, Any]]) -> list[Reproduced]:
+    """The entry's compared cells, with each seed's config hash, fingerprint and counts (``runs``:
+    run key -> the reference view of that run)."""
     hashes = {r["seed"]: r["config_hash"] for r in entry["runs"]}
+    ref_runs = {seed: runs.get(run_key(entry["dataset"], entry["backbone"], entry["defense"], seed), {})
+                for seed in hashes}
     stats = [(name, entry["metrics"][name]) for name in ("clean", "epoch_time") if name in entry["metrics"]]
     for attack in attacks:
         for name, stat in sorted(entry["attacks"].get(attack, {}).get("metrics", {}).items()):
@@ -272,7 +281,10 @@ def _cells(item: str, entry: Mapping[str, Any], attacks: Sequence[str]) -> list[
     return [Reproduced(item=item, profile=entry["profile"], dataset=entry["dataset"], backbone=entry["backbone"],
                        defense=entry["defense"], metric=metric,
                        values={v["seed"]: v["value"] for v in stat["values"] if v["value"] is not None},
-                       mean=stat["mean"], published=tuple(stat.get("published", ())), config_hashes=hashes)
+                       mean=stat["mean"], published=tuple(stat.get("published", ())), config_hashes=hashes,
+                       fingerprints={seed: r["fingerprint"] for seed, r in ref_runs.items() if r.get("fingerprint")},
+                       counts={seed: r["counts"][metric] for seed, r in ref_runs.items()
+                               if metric in r.get("counts", {})})
             for metric, stat in stats]
 
 
@@ -322,7 +334,8 @@ def run_check(request: CheckRequest, out: Any = None) -> int:
         where = reference_path(request.references, result.profile).name
         for rep in result.reproduced:
             if "reference" in against and not request.update_reference and rep.base_metric in REFERENCE_METRICS:
-                rows.append(reference_row(rep, references[result.profile], where, tolerances))
+                cross = {**request.check_set.cross_machine_tolerances, **result.item.cross_machine_tolerances}
+                rows.append(reference_row(rep, references[result.profile], where, tolerances, cross))
             if "published" in against:
                 compared_published = True
                 rows.extend(published_rows(rep, deviations, tolerances, used))
@@ -331,6 +344,7 @@ def run_check(request: CheckRequest, out: Any = None) -> int:
                         f"known deviation (seeds {list(d.seeds)}) matches no compared cell: fix or remove it in "
                         f"{request.check_set.source}", True, "stale")
                     for i, d in enumerate(deviations) if i not in used)
+    print(_fingerprint_lines(references, request), file=out)
     if rows:
         print(render(rows), file=out)
     missing = {r.cell.split("/", 1)[0] for r in rows if r.kind == "missing"}  # profiles without a reference
@@ -346,17 +360,37 @@ def run_check(request: CheckRequest, out: Any = None) -> int:
     return 1 if any(r.fails for r in rows) else 0
 
 
+def _fingerprint_lines(references: Mapping[str, Mapping[str, Any]], request: CheckRequest) -> str:
+    """Which machine this is and which fingerprint wrote each reference: the tier a reader should expect."""
+    here = machine_fingerprint()
+    lines = [f"this machine: {describe(here)}"]
+    for profile, ref in sorted(references.items()):
+        name = reference_path(request.references, profile).name
+        ids = sorted({r.get("fingerprint") or "none" for r in ref.get("runs", {}).values()})
+        for fp in ids:
+            details = ref.get("fingerprints", {}).get(fp)
+            tier = "exact tier" if fp == here["id"] else "cross-machine tier (suite/checks: cross_machine_tolerances)"
+            lines.append(f"reference {name}: written on {describe({**details, 'id': fp}) if details else fp}: {tier}")
+    return "\n".join(lines)
+
+
 def _write_references(request: CheckRequest, results: Sequence[ItemResult], references: dict[str, dict[str, Any]],
                       registered: Sequence[str], out: Any) -> None:
     from tabulate import tabulate
 
     runs: dict[str, dict[str, dict[str, Any]]] = {}
+    fingerprints: dict[str, dict[str, Any]] = {}
     for result in results:
-        runs.setdefault(result.profile, {}).update(result.runs)
+        for key, run in result.runs.items():
+            run = dict(run)
+            details = run.pop("fingerprint_details", None)
+            if details:
+                fingerprints[run["fingerprint"]] = {k: v for k, v in details.items() if k != "id"}
+            runs.setdefault(result.profile, {})[key] = run
     for profile, profile_runs in runs.items():
         path = reference_path(request.references, profile)
         old = references[profile]
-        new = updated_reference(old, profile, profile_runs, registered)
+        new = updated_reference(old, profile, profile_runs, registered, fingerprints)
         diff = reference_diff(old, new)
         if new != old or not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import importlib.metadata
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
@@ -135,6 +137,31 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 PROTOCOL_VERSION = "1"
+BUILTIN_DEFENSES = "defenses"  # the package of the suite's own defenses
+
+
+@lru_cache(maxsize=None)
+def _distribution_of(top_level: str) -> str | None:
+    names = importlib.metadata.packages_distributions().get(top_level) or []
+    if not names:
+        return None
+    return f"{names[0]}=={importlib.metadata.version(names[0])}"
+
+
+def defense_provenance(defense_cls: type) -> dict[str, Any]:
+    """What identifies a defense's code in a job: its class ``version`` and, for a plugin, its package.
+
+    A built-in defense (a module of the ``defenses`` package) is identified by its ``version``
+    alone (the suite's own code is pinned by the run's git commit). A plugin's class is defined
+    elsewhere: its installed distribution's name and version (``importlib.metadata``) go into the
+    config hash too, so upgrading the plugin trains again; a class from a module that no installed
+    distribution provides is recorded by its top-level module name.
+    """
+    out: dict[str, Any] = {"defense_version": int(getattr(defense_cls, "version", 1))}
+    top = defense_cls.__module__.split(".", 1)[0]
+    if top != BUILTIN_DEFENSES:
+        out["defense_package"] = _distribution_of(top) or f"{top} (no installed distribution)"
+    return out
 
 
 @dataclass(frozen=True)
@@ -153,21 +180,27 @@ class Job:
     seed: int
     protocol: ProtocolConfig
     attacks: tuple[str, ...] = ()
+    defense_version: int = 1  # the defense class's ``version`` (see defense_provenance)
+    defense_package: str | None = None  # a plugin defense's "<distribution>==<version>"; None: built in
 
     @property
     def label(self) -> str:
         return f"{self.defense}/{self.dataset}/{self.backbone}/seed{self.seed}"
 
     def resolved(self) -> dict[str, Any]:
-        return {
+        """The job's full configuration: logged as params and job.json, and hashed (``config_hash``)."""
+        out = {
             "protocol_version": PROTOCOL_VERSION,
             "profile": self.profile, "profile_version": self.profile_version,
             "dataset": self.dataset, "split": self.split.to_dict(),
             "backbone": self.backbone, "backbone_options": self.backbone_options,
             "train": dataclasses.asdict(self.train),
-            "defense": self.defense, "defense_config": self.defense_config,
+            "defense": self.defense, "defense_version": self.defense_version, "defense_config": self.defense_config,
             "seed": self.seed, "protocol": dataclasses.asdict(self.protocol),
         }
+        if self.defense_package:
+            out["defense_package"] = self.defense_package
+        return out
 
     @property
     def attack_set_size(self) -> int | None:
@@ -178,6 +211,9 @@ class Job:
 
     def config_hash(self, data_digests: Mapping[str, str] | None = None) -> str:
         """sha256 of the resolved config (and the data files' digests): the trained model's identity.
+
+        The resolved config carries the protocol version and the defense's ``version`` (and a
+        plugin defense's package), so a change to a defense's training numbers trains again.
 
         Attack-stage settings (attacks, attack-set seed and size) are not part of it: the trained
         model is the same whatever it is attacked with; each attack has its own hash.

@@ -17,6 +17,7 @@ import torch
 
 from suite.data.examples import Example
 from suite.core.errors import SuiteError
+from suite.run.fingerprint import machine_fingerprint
 
 ATTACK_SET_DIR = Path(__file__).resolve().parents[1] / "attack_sets"
 
@@ -120,6 +121,8 @@ def environment_info(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "device": str(device), "git_commit": git_commit(),
         "packages": {p: _package_version(p) for p in packages},
+        # what CPU results are bit-identical on (suite.run.fingerprint); `suite check` picks its tier by it
+        "fingerprint": machine_fingerprint(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -12,15 +12,18 @@ import torch
 
 from defenses import DEFENSES, TrainingContext
 from suite.run.attack_stage import attack_and_log, checkpoint_of
-from suite.run.config import Job, Profile, TrainConfig, from_mapping
+from suite.run.config import Job, Profile, TrainConfig, defense_provenance, from_mapping
 from suite.data import DATASETS, SplitOptions, load_protocol_splits
 from suite.data.splits import ProtocolSplits
 from suite.core.errors import SuiteError
+from suite.core.paths import attack_cache_root
 from suite.models import BACKBONES, build_backbone
 from suite.core.seeding import seed_everything
+from suite.core.typed import merge_settings
 from suite.run.protocol import environment_info, pin_attack_set, resolve_device
 from suite.data.mirror import sha256_of
-from suite.run.tracking import Tracker
+from suite.core.records import RunRecord, training_metrics
+from suite.run.tracking import Tracker, dataset_inputs
 from suite.models.batching import accuracy
 from suite.run.training import train
 
@@ -68,7 +71,7 @@ def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, data
                     if override.applies(dataset, backbone, defense):
                         train_settings.update(override.train)
                         bb_options = {**bb_options, **override.backbone_options}
-                        defense_settings.update(override.defense)
+                        defense_settings = merge_settings(defense_settings, override.defense)
                 train_cfg = from_mapping(TrainConfig, train_settings, f"{profile.source}: train settings of {backbone}")
                 defense_cls = DEFENSES.get(defense)
                 defense_cfg = from_mapping(defense_cls.Config, defense_settings, f"{profile.source}: defenses.{defense}")
@@ -81,7 +84,7 @@ def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, data
                         profile=profile.name, profile_version=profile.version, dataset=dataset, split=split,
                         backbone=backbone, train=train_cfg, backbone_options=dict(bb_options), defense=defense,
                         defense_config=dataclasses.asdict(defense_cfg), seed=int(seed), protocol=profile.protocol,
-                        attacks=profile.attacks,
+                        attacks=profile.attacks, **defense_provenance(defense_cls),
                     ))
     if not jobs:
         raise SuiteError(f"{profile.source}: the selection matches no cell of the profile's grid; "
@@ -124,7 +127,7 @@ def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[s
     if not force:
         done = tracker.find_finished(config_hash)
         if done is not None:
-            result = JobResult(job, done.info.run_id, config_hash, True, dict(done.data.metrics))
+            result = JobResult(job, done.run_id, config_hash, True, dict(done.metrics))
             if attacks:
                 model, checkpoint_sha = checkpoint_of(tracker, done, device)
                 logged, result.attack_errors = attack_and_log(
@@ -136,53 +139,40 @@ def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[s
     seed_everything(job.seed)
     model, backbone_facts = build_backbone(job.backbone, splits, job.seed, job.train.max_length, **job.backbone_options)
     defense_cls = DEFENSES.get(job.defense)
-    defense = defense_cls(defense_cls.Config(**job.defense_config), model)
+    defense = defense_cls(from_mapping(defense_cls.Config, job.defense_config, f"job {job.label}: defense"), model)
     model = defense.model.to(device)
 
     spec = BACKBONES.get(job.backbone)
     substitutions = list(spec.substitutions) + list(splits.provenance.get("substitutions", []))
     if not splits.provenance.get("test_is_full_split", True):
         substitutions.append(f"Clean% on {len(splits.test)} test examples, not the full test split")
-    tags = {"config_hash": config_hash, "suite.defense": job.defense, "suite.dataset": job.dataset,
-            "suite.backbone": job.backbone, "suite.seed": str(job.seed), "suite.profile": job.profile,
-            "suite.attack_set_sha256": attack_set.sha256}
-    with tracker.start(job.label, tags) as run:
-        env = environment_info(device)
-        run.log_params(job.resolved())
-        run.log_params({"data.source": splits.provenance.get("source"),
-                        "data.validation_rule": splits.provenance.get("validation_rule"),
-                        "data.sizes": splits.provenance.get("sizes"),
-                        "backbone_facts": backbone_facts, "attack_set.size": attack_set.size,
-                        "attack_set.sha256": attack_set.sha256})
-        run.set_tags({"git_commit": env["git_commit"], "device": env["device"],
-                      "substitutions": "; ".join(substitutions) or "none"})
-        run.log_json({"config": job.resolved(), "config_hash": config_hash, "data": splits.provenance,
-                      "data_sha256": digests, "backbone": backbone_facts, "substitutions": substitutions},
-                     "job.json")
-        run.log_json(env, "environment.json")
-        run.log_json(attack_set.to_dict(), "attack_set.json")
-
+    record = RunRecord.new(config=job.resolved(), config_hash=config_hash, data=splits.provenance, data_sha256=digests,
+                           backbone_facts=backbone_facts, substitutions=substitutions,
+                           environment=environment_info(device), attack_set=attack_set.to_dict(),
+                           inputs=dataset_inputs(splits), train_attack=getattr(defense, "train_attack", None))
+    with tracker.start_training(record, job.label) as run:
         context = TrainingContext(train=splits.train, validation=splits.validation, device=device, seed=job.seed,
-                                  log_metric=lambda name, value, step: run.log_metric(name, value, step))
+                                  log_metric=lambda name, value, step: run.log_metric(name, value, step),
+                                  attack_cache_root=attack_cache_root() / "training", column_names=column_names)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             run.log_metrics(metrics, step=epoch + 1)
             log.info("%s epoch %d: %s", job.label, epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
 
         result = train(defense, context, job.train, on_epoch)
+        model = defense.model  # a phase may have replaced it; its inference extra modules are inside it
         clean = accuracy(model, splits.test, job.train.eval_batch_size, device, desc="clean accuracy")
-        metrics = {
-            "clean_accuracy": clean,
-            "best_epoch": result.best_epoch + 1,
-            "best_validation_accuracy": result.validation_accuracy[result.best_epoch],
-            "mean_epoch_time_s": sum(result.epoch_seconds) / len(result.epoch_seconds),
-        }
+        metrics = training_metrics(
+            clean_accuracy=clean,
+            best_epoch=result.best_epoch + 1,
+            best_validation_accuracy=result.validation_accuracy[result.best_epoch],
+            mean_epoch_time_s=sum(result.epoch_seconds) / len(result.epoch_seconds),
+        )
         run.log_metrics(metrics)
         with tempfile.TemporaryDirectory(prefix="suite-ckpt-") as tmp:
             model.save(Path(tmp))
             checkpoint_sha = sha256_of(Path(tmp) / "model.safetensors")
-            run.log_folder(Path(tmp), "checkpoint")
-        run.set_tags({"checkpoint_sha256": checkpoint_sha})
+            run.log_checkpoint(Path(tmp), checkpoint_sha)
     result = JobResult(job, run.run_id, config_hash, False, metrics)
     if attacks:  # after the training run is closed: a failing attack cannot undo it
         logged, result.attack_errors = attack_and_log(

@@ -1,36 +1,66 @@
-"""MLflow logging: one run per (defense, dataset, backbone, seed).
+"""MLflow logging: one training run per (defense, dataset, backbone, seed), one child run per attack of it.
 
 Default store: ``sqlite:///<cwd>/mlflow.db`` with artifacts in ``<cwd>/mlruns`` (embedded, no
-server). ``--tracking-uri`` / ``MLFLOW_TRACKING_URI`` point elsewhere. Each run carries the
-job's ``config_hash`` tag; a FINISHED run with the same hash means the job is done.
+server). ``--tracking-uri`` / ``MLFLOW_TRACKING_URI`` point elsewhere. What a run logs, and the
+names it logs it under, is ``suite.core.records``: each training run carries the job's config
+hash; a FINISHED training run with the same hash means the job is done. Attacks are logged as
+nested runs under the (already ended) training run, which is never reopened.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from suite.core import records
 from suite.core.errors import SuiteError
+from suite.core.records import AttackRecord, DatasetInput, MlflowPayload, RunRecord, flatten_params
+from suite.data.splits import ProtocolSplits
+
+__all__ = ["Tracker", "RunLogger", "dataset_inputs", "flatten_params"]
 
 
-def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    else:
-        out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+def dataset_inputs(splits: ProtocolSplits) -> list[DatasetInput]:
+    """The protocol's train / validation / test splits as MLflow dataset inputs.
 
+    Each names the source split it was read from and its file's sha256 (the mirror's MANIFEST;
+    none when read from the hub); a validation split carved from train has train's file and the
+    carving rule.
+    """
+    from suite.data import DATASETS
+    from suite.data.mirror import mirror_splits
 
-def flatten_params(config: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    _flatten("", config, out)
+    spec = DATASETS.get(splits.dataset)
+    prov = splits.provenance
+    digests = prov.get("sha256", {})
+    train_split = spec.train_subset if prov.get("options", {}).get("use_train_subset") else spec.train
+    files = {}
+    if prov.get("mirror_dir"):
+        try:
+            files = {name: f.path.resolve().as_uri() for name, f in mirror_splits(Path(prov["mirror_dir"])).items()}
+        except SuiteError:  # the splits were read from it a moment ago; a vanished manifest only loses the URIs
+            files = {}
+    hub = prov.get("hub") or {}
+    hub_url = f"https://huggingface.co/datasets/{hub['repo_id']}" if hub.get("repo_id") else ""
+    sources = {"train": (train_split, None), "test": (spec.test, None),
+               "validation": (spec.validation, None) if spec.validation else (train_split, prov.get("validation_rule"))}
+    out = []
+    for split, examples in (("train", splits.train), ("validation", splits.validation), ("test", splits.test)):
+        source_split, rule = sources[split]
+        if source_split is None or not examples:
+            continue
+        out.append(DatasetInput(dataset=splits.dataset, split=split, digest=digests.get(source_split),
+                                source=files.get(source_split) or hub_url or f"suite:{splits.dataset}/{source_split}",
+                                rows=len(examples), source_split=source_split, rule=rule))
     return out
 
 
 class Tracker:
+    """An MLflow experiment of the store; created with the experiment kind that opens on its runs."""
+
     def __init__(self, tracking_uri: str | None = None, experiment: str = "suite") -> None:
         import mlflow
+        from mlflow.tracking import MlflowClient
 
         self.mlflow = mlflow
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
@@ -38,32 +68,58 @@ class Tracker:
         mlflow.set_tracking_uri(uri)
         self.experiment = experiment
         try:
+            self.client = MlflowClient(uri)
             exp = mlflow.get_experiment_by_name(experiment)
+            kind = {records.EXPERIMENT_KIND_TAG: records.EXPERIMENT_KIND}
             if exp is None:
                 artifact_location = None
                 if uri.startswith("sqlite:"):
                     artifact_location = (Path.cwd() / "mlruns").as_uri()
-                self.experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_location)
+                self.experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_location,
+                                                              tags=kind)
             else:
                 self.experiment_id = exp.experiment_id
+                if records.EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+                    self.client.set_experiment_tag(self.experiment_id, records.EXPERIMENT_KIND_TAG,
+                                                   records.EXPERIMENT_KIND)
         except Exception as exc:
             raise SuiteError(f"cannot open MLflow tracking store {uri} ({exc.__class__.__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}); check --tracking-uri") from exc
 
-    def find_finished(self, config_hash: str) -> Any | None:
-        runs = self.mlflow.search_runs(
-            experiment_ids=[self.experiment_id],
-            filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
-            output_format="list", max_results=1,
-        )
-        return runs[0] if runs else None
+    def find_finished(self, config_hash: str) -> RunRecord | None:
+        """The latest FINISHED training run (not an attack child run) of ``config_hash``, with its attacks."""
+        runs = self.client.search_runs([self.experiment_id], max_results=1,
+                                       filter_string=records.finished_training_filter(config_hash))
+        return records.read_run(self.client, runs[0].info.run_id, artifacts=False) if runs else None
 
-    def resume(self, run_id: str) -> "RunLogger":
-        return RunLogger(self.mlflow, self.mlflow.start_run(run_id=run_id))
+    def read(self, run_id: str, attacks: Any = None, *, artifacts: bool = True) -> RunRecord:
+        return records.read_run(self.client, run_id, attacks, artifacts=artifacts)
 
-    def start(self, run_name: str, tags: Mapping[str, str]) -> "RunLogger":
-        run = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=dict(tags))
-        return RunLogger(self.mlflow, run)
+    def start_training(self, record: RunRecord, run_name: str) -> "RunLogger":
+        """Start the training run of ``record`` and log its tags, params, artifacts and dataset inputs."""
+        payload = record.to_mlflow()
+        run = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=payload.tags)
+        logger = RunLogger(self.mlflow, run)
+        try:
+            logger.log_payload(payload, tags=False)
+        except BaseException:
+            logger.__exit__(Exception, None, None)
+            raise
+        return logger
+
+    def log_attack(self, parent: RunRecord, attack: AttackRecord) -> str:
+        """Log ``attack`` as a child run of the finished training run ``parent``; returns the child's id.
+
+        The child ends FINISHED, or FAILED when logging raises (which then propagates); the parent
+        is only read.
+        """
+        payload = attack.to_mlflow(parent)
+        run = self.mlflow.start_run(experiment_id=parent.experiment_id or self.experiment_id,
+                                    run_name=f"{parent.label}/{attack.attack}", parent_run_id=parent.run_id,
+                                    tags=payload.tags)
+        with RunLogger(self.mlflow, run) as logger:
+            logger.log_payload(payload, tags=False)
+        return logger.run_id
 
 
 class RunLogger:
@@ -78,6 +134,21 @@ class RunLogger:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
+
+    def log_payload(self, payload: MlflowPayload, tags: bool = True) -> None:
+        if tags:
+            self.set_tags(payload.tags)
+        self.log_params(payload.params)
+        if payload.metrics:
+            self.log_metrics(payload.metrics)
+        for path, obj in payload.json_artifacts.items():
+            self.log_json(obj, path)
+        for path, text in payload.text_artifacts.items():
+            self.mlflow.log_text(text, path)
+        if payload.inputs:
+            logged = [i.to_mlflow() for i in payload.inputs]
+            self.mlflow.log_inputs(datasets=[d for d, _, _ in logged], contexts=[c for _, c, _ in logged],
+                                   tags_list=[t for _, _, t in logged])
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = flatten_params(params)
@@ -102,3 +173,8 @@ class RunLogger:
 
     def log_folder(self, folder: Path, artifact_path: str) -> None:
         self.mlflow.log_artifacts(str(folder), artifact_path)
+
+    def log_checkpoint(self, folder: Path, sha256: str) -> None:
+        """The trained model's files (``checkpoint/``) and their digest tag."""
+        self.log_folder(folder, records.CHECKPOINT_ARTIFACT)
+        self.set_tags(records.checkpoint_tags(sha256))
