@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from suite.data.examples import Example
 from suite.models.base import Batch, TextClassifier
 from suite.models.batching import make_batch
+from suite.models.embedding_space import per_example_norm
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,6 @@ class KPGDSettings:
         return {**asdict(self), "step_size": self.alpha}
 
 
-def _per_example_norm(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-
-
 def kpgd_delta(model: TextClassifier, batch: Batch, settings: KPGDSettings) -> torch.Tensor:
     """The adversarial embedding perturbation for ``batch`` (||delta_i||_2 <= epsilon)."""
     with torch.no_grad():
@@ -51,8 +48,8 @@ def kpgd_delta(model: TextClassifier, batch: Batch, settings: KPGDSettings) -> t
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
             grad = grad * mask
-            delta += settings.alpha * grad / _per_example_norm(grad)
-            delta *= torch.clamp(settings.epsilon / _per_example_norm(delta * mask), max=1.0)
+            delta += settings.alpha * grad / per_example_norm(grad)
+            delta *= torch.clamp(settings.epsilon / per_example_norm(delta * mask), max=1.0)
     return (delta * mask).detach()
 
 

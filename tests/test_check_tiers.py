@@ -38,6 +38,19 @@ SECOND_MACHINE = [
 ]
 
 
+# Values measured on the reference machine under forced kernel paths (suite/checks/ci.yaml's table),
+# and the largest clean difference seen on the second machine (MKL_CBWR=COMPATIBLE: 81.27 = 1480/1821).
+FORCED = [
+    ("cpu", "sst2_sentence", "finetune", "clean", 81.713344, 81.823174, 1821),  # MKL_CBWR=AVX2
+    ("cpu", "sst2_sentence", "finetune", "pwws.aua", 7.797913, 7.688083, 1821),
+    ("cpu", "sst2_sentence", "finetune", "pwws.suc", 90.456989, 90.604027, 1488),
+    ("cpu", "sst2_sentence", "finetune", "pwws.queries", 119.468414, 120.528543, None),  # MKL_CBWR=SSE4_2
+    ("cpu", "sst2_sentence", "finetune", "clean", 81.713344, 100 * 1480 / 1821, 1821),  # AMD, COMPATIBLE
+    ("cpu", "trec", "finetune", "pwws.suc", 43.449782, 43.668122, 458),
+    ("cpu", "trec", "finetune", "pwws.queries", 41.637555, 41.545852, None),
+]
+
+
 def _reference(fingerprint: str | None, cells: list[tuple]) -> dict:
     runs: dict = {}
     for profile, dataset, defense, metric, ref_value, _, count in cells:
@@ -89,6 +102,16 @@ def test_second_machine_passes_the_committed_cross_machine_tolerances() -> None:
                               ci.reference_tolerances, cross)
         exact_failures += exact.fails
     assert exact_failures == 8
+
+
+@pytest.mark.parametrize("cell", FORCED, ids=lambda c: f"{c[1]}-{c[3]}-{c[5]:.3f}")
+def test_forced_kernel_paths_pass_the_cross_machine_tier(cell: tuple) -> None:
+    profile, dataset, defense, metric, ref_value, value, _ = cell
+    ci = load_check_set("ci")
+    anchor = next(i for i in ci.items if i.name == "anchor")
+    row = reference_row(_rep(profile, dataset, defense, metric, value, AMD), _reference(HERE, [cell]), "cpu.json",
+                        ci.reference_tolerances, {**ci.cross_machine_tolerances, **anchor.cross_machine_tolerances})
+    assert row.tier.startswith(CROSS_MACHINE) and not row.fails, row
 
 
 def test_cross_machine_tolerance_in_examples_uses_the_cells_own_count() -> None:
