@@ -7,9 +7,28 @@ flight and a re-run attacks only the rest.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator
+
+from attacks.metrics import RESULT_TYPES
+
+log = logging.getLogger(__name__)
+
+
+def _problem(rec: Any) -> str | None:
+    """Why ``rec`` is not a finished example's record (None: it is one)."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not a record"
+    if not isinstance(rec.get("id"), str):
+        return "no example 'id'"
+    if rec.get("result") not in RESULT_TYPES:
+        return f"'result' is {rec.get('result')!r}, not one of {', '.join(RESULT_TYPES)}"
+    queries = rec.get("queries")
+    if isinstance(queries, bool) or not isinstance(queries, (int, float)):
+        return "no number of 'queries'"
+    return None
 
 
 class AttackCache:
@@ -18,16 +37,36 @@ class AttackCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """Finished records by example id; a torn last line (killed mid-write) is ignored."""
+        """Finished records by example id.
+
+        A line that is not a record (not UTF-8, not JSON, not an object with an ``id``, a
+        ``result`` and ``queries``) is skipped with a warning naming the file and line: its
+        example is attacked again. A torn last line (a write killed mid-line) is expected and
+        only logged at INFO.
+        """
         done: dict[str, dict[str, Any]] = {}
         if not self.path.is_file():
             return done
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        for lineno, raw in enumerate(lines, 1):
+            if not raw.strip():
                 continue
-            done[rec["id"]] = rec
+            torn = lineno == len(lines)  # no newline after it: the write was cut off
+            try:
+                rec: Any = json.loads(raw.decode("utf-8"))
+                problem = _problem(rec)
+            except UnicodeDecodeError as exc:
+                problem = f"not UTF-8 (byte {exc.start})"
+            except json.JSONDecodeError as exc:
+                problem = f"not JSON ({exc.msg})"
+            if problem is None:
+                done[rec["id"]] = rec
+            elif torn:
+                log.info("%s: line %d was cut off mid-write (%s); its example is attacked again",
+                         self.path, lineno, problem)
+            else:
+                log.warning("%s: line %d is skipped (%s); its example is attacked again", self.path, lineno, problem)
         return done
 
     def append(self, record: dict[str, Any]) -> None:

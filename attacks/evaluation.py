@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 from attacks.cache import AttackCache
 from attacks.metrics import RobustnessMetrics, robustness_metrics
 from attacks.registry import ATTACKS, AttackSpec
+from suite.core.errors import SuiteError
+from suite.core.seeding import deterministic_mode
 from suite.data.examples import Example
 from suite.models.base import TextClassifier
 
@@ -112,7 +114,12 @@ def attack_examples(attack: Any, model: TextClassifier, examples: Sequence[Examp
             "original_prediction": int(result.original_result.output),
             "perturbed_prediction": int(result.perturbed_result.output),
         }
-        cache.append(record)
+        try:
+            cache.append(record)
+        except OSError as exc:  # a full disk: one line; the examples cached so far are kept for the re-run
+            raise SuiteError(f"cannot append to the attack cache {cache.path} ({exc.strerror or exc}); free disk "
+                             f"space or make it writable and re-run ({len(done)} example(s) already cached are "
+                             "kept)") from None
         done[example.id] = record
         new += 1
         if on_record:
@@ -126,8 +133,11 @@ def run_attack(name: str, model: TextClassifier, examples: Sequence[Example], *,
                stop_after: int | None = None, on_record: Callable[[dict[str, Any]], None] | None = None) -> AttackOutcome:
     """Attack ``examples`` (the pinned attack set, in order), resuming from the cache.
 
-    ``stop_after`` attacks at most that many new examples (used to test resumption).
+    ``stop_after`` attacks at most that many new examples (used to test resumption). Runs under
+    the protocol's determinism settings (``suite.core.seeding.deterministic_mode``), so a resumed
+    attack in a new process gives the same records as an uninterrupted one.
     """
+    deterministic_mode()
     attack, spec, settings = prepare_attack(name, model, query_budget, batch_size)
     settings = {**settings, "seed": seed, "attack_set_sha256": attack_set_sha256, "textattack_attack": str(attack)}
     attack_hash = attack_config_hash(settings)

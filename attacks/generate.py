@@ -24,6 +24,7 @@ import torch
 
 from attacks.cache import AttackCache
 from attacks.evaluation import attack_config_hash, attack_examples, prepare_attack
+from suite.core.seeding import deterministic_mode
 from suite.data.examples import Example
 from suite.models.base import TextClassifier, state_sha256
 
@@ -42,6 +43,7 @@ def generate(model: TextClassifier, examples: Sequence[Example], attack: str, *,
     ``model`` now). ``stop_after`` attacks at most that many new examples and returns the
     records done so far (used to test resumption).
     """
+    deterministic_mode()  # as the training run set it; also when called on its own
     sha = model_state_sha256 or state_sha256(model)
     was_training = model.training
     python_state, numpy_state = random.getstate(), np.random.get_state()

@@ -17,7 +17,7 @@ def default_tracking_uri() -> str:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
-    from leaderboard.entries import build_entries, read_runs, write_entries
+    from leaderboard.entries import build_entries, prune_entries, read_runs, write_entries
     from leaderboard.published import load_published
     from leaderboard.tolerance import STATUSES, load_policy
 
@@ -34,10 +34,14 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         return 1
     entries = build_entries(runs, published, policy)
     paths = write_entries(entries, Path(args.out))
+    removed = prune_entries(Path(args.out), paths) if args.prune else []
+    for path in removed:
+        print(f"removed {path} (not produced by this collect; --prune)", file=sys.stderr)
     totals = {s: sum(e["summary"][s] for e in entries) for s in STATUSES}
     excluded = sum(len(e["excluded_runs"]) for e in entries)
     print(f"{len(paths)} entr{'y' if len(paths) == 1 else 'ies'} written to {args.out} "
-          f"({excluded} run(s) excluded, reasons in the entry files)")
+          f"({excluded} run(s) excluded, reasons in the entry files)"
+          + (f"; {len(removed)} stale entr{'y' if len(removed) == 1 else 'ies'} removed" if args.prune else ""))
     print("published values beside reproduced ones: " + ", ".join(f"{totals[s]} {s}" for s in STATUSES)
           + f" (tolerances v{policy.version}{', provisional' if policy.provisional else ''})")
     return 0
@@ -48,6 +52,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from leaderboard.html import build_site
 
     source, out = Path(args.entries).resolve(), Path(args.out).resolve()
+    for folder in (out, *out.parents):  # the site folder, and every folder it is created in
+        if folder.exists() and not folder.is_dir():
+            raise SuiteError(f"--out {args.out}: {folder} is a file, not a folder; choose a folder for the site "
+                             "(it is created if missing)")
     if source in (out, out / "entries"):
         raise SuiteError(f"--out {args.out} would write the site into the entries folder {args.entries}; "
                          "choose another output folder")
@@ -78,6 +86,9 @@ def add_parser(sub: Any) -> None:
                    help="MLflow store to read (repeatable; default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
     c.add_argument("--out", default=DEFAULT_ENTRIES, help=f"entries folder (default: {DEFAULT_ENTRIES})")
     c.add_argument("--tolerances", help="comparison policy YAML (default: leaderboard/tolerances.yaml)")
+    c.add_argument("--prune", action="store_true",
+                   help="remove entry files in --out that this collect did not produce (each one is listed); "
+                        "default: merge, never delete")
     c.set_defaults(func=_cmd_collect)
 
     b = lsub.add_parser("build", help="write the static HTML leaderboard")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import statistics
 from pathlib import Path
@@ -245,18 +246,60 @@ def dumps(entry: Mapping[str, Any]) -> str:
     return json.dumps(entry, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+# An entry id is a file name: slugs joined by "__" (entry_id); nothing that leaves the folder
+ENTRY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def check_entry_id(entry: Mapping[str, Any], where: str) -> str:
+    """``entry["id"]`` if it is a safe file name (:data:`ENTRY_ID`, no ``..``); else a one-line SuiteError."""
+    value = entry.get("id") if isinstance(entry, Mapping) else None
+    if not isinstance(value, str) or not ENTRY_ID.fullmatch(value) or ".." in value:
+        raise SuiteError(f"{where}: entry id {value!r} is not a safe file name (letters, digits and . _ + -, "
+                         "no path separators or '..'); re-collect the entry with 'suite leaderboard collect'")
+    return value
+
+
 def write_entries(entries: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
-    """Write one ``<id>.json`` per entry; entry files of earlier collects that are gone are removed."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write one ``<id>.json`` per entry into ``out``; returns the files written.
+
+    Collect merges: entry files already in ``out`` that this collect did not produce are kept
+    (they may come from another store); :func:`prune_entries` removes them. Every id is checked
+    (:func:`check_entry_id`) before anything is written.
+    """
+    ids = [check_entry_id(entry, f"entry {entry.get('defense')}/{entry.get('dataset')}/{entry.get('backbone')}/"
+                                 f"{entry.get('profile')}") for entry in entries]
     written = []
-    for entry in entries:
-        path = out / f"{entry['id']}.json"
-        path.write_text(dumps(entry), encoding="utf-8")
-        written.append(path)
-    for old in out.glob("*.json"):
-        if old not in written and _is_entry(old):
-            old.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for entry, name in zip(entries, ids):
+            path = out / f"{name}.json"
+            _write_atomically(path, dumps(entry))
+            written.append(path)
+    except OSError as exc:  # a full disk: the entries already there stay whole (each file is replaced at once)
+        raise SuiteError(f"cannot write the leaderboard entries in {out} ({exc.strerror or exc}); "
+                         f"{len(written)} of {len(entries)} written, the others unchanged; free disk space or "
+                         "choose another --out and re-run 'suite leaderboard collect'") from None
     return written
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def prune_entries(out: Path, keep: Sequence[Path]) -> list[Path]:
+    """Remove the leaderboard entry files (:data:`SCHEMA`) in ``out`` that are not in ``keep``; returns them."""
+    keep_set = {Path(p).resolve() for p in keep}
+    removed = []
+    for old in sorted(out.glob("*.json")):
+        if old.resolve() not in keep_set and _is_entry(old):
+            old.unlink()
+            removed.append(old)
+    return removed
 
 
 def _is_entry(path: Path) -> bool:
@@ -277,6 +320,7 @@ def load_entries(folder: Path) -> list[dict[str, Any]]:
         except ValueError as exc:
             raise SuiteError(f"{path}: not valid JSON ({exc}); re-run 'suite leaderboard collect'") from None
         if isinstance(data, dict) and data.get("schema") == SCHEMA:
+            check_entry_id(data, str(path))  # the id names the site's files: never outside the output folder
             entries.append(data)
     if not entries:
         raise SuiteError(f"no leaderboard entries ({SCHEMA}) in {folder}; run 'suite leaderboard collect' first")

@@ -6,11 +6,39 @@ import json
 import logging
 import os
 import sys
-from typing import Sequence
+import traceback
+from typing import Callable, NoReturn, Sequence
 
 from suite.core.errors import SuiteError
 
-KINDS = ("defenses", "attacks", "datasets", "backbones", "profiles")
+KINDS = ("defenses", "attacks", "datasets", "backbones", "profiles", "check-sets")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as the suite's: one ``suite: error:`` line, exit 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"suite: error: {self.prog}: {message}; see '{self.prog} --help'", file=sys.stderr)
+        sys.exit(2)
+
+
+def _bounded_int(minimum: int, fix: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, else one line saying so (``fix``: what else to do)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}{fix}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+SEED = _bounded_int(0)
+QUERY_BUDGET = _bounded_int(1, " (omit it for no limit)")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -30,6 +58,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
             rows = [(n, s.description) for n, s in BACKBONES.items()]
         elif kind == "profiles":
             rows = [(n, load_profile(n).description) for n in PROFILES.names()]
+        elif kind == "check-sets":
+            from suite.run.check import CHECK_SETS, load_check_set
+
+            rows = [(n, load_check_set(n).description) for n in CHECK_SETS.names()]
         else:
             from attacks import ATTACKS
             rows = [(n, f"[{a.variant}] {a.description}") for n, a in ATTACKS.items()]
@@ -72,6 +104,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except SuiteError as exc:  # keep going: finished jobs are already logged
             failures.append((job.label, str(exc)))
             print(f"suite: error: {job.label}: {exc}", file=sys.stderr)
+            continue
+        except Exception as exc:  # a bug or the machine (disk full): this job failed, the grid goes on
+            from suite.run.failures import failure_line
+
+            failures.append((job.label, failure_line(exc)))
+            print(f"suite: error: {job.label}: {failure_line(exc)}", file=sys.stderr)
+            if args.verbose:
+                traceback.print_exc()
             continue
         status = "training skipped (identical finished job: config hash match)" if result.skipped else "done"
         print(f"[{i}/{len(jobs)}] {job.label}: {status}; run {result.run_id}", file=sys.stderr, flush=True)
@@ -132,7 +172,7 @@ def _cmd_pin(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="suite", description="Reproducibility benchmark for adversarial defenses of text classifiers")
+    parser = _Parser(prog="suite", description="Reproducibility benchmark for adversarial defenses of text classifiers")
     parser.add_argument("-v", "--verbose", action="store_true", help="log per-epoch metrics")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -145,12 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--defense", action="append", help="defense to run (repeatable; default: the profile's)")
     p_run.add_argument("--dataset", action="append", help="dataset (repeatable)")
     p_run.add_argument("--backbone", action="append", help="backbone (repeatable)")
-    p_run.add_argument("--seed", action="append", type=int, help="seed (repeatable; default: the profile's)")
+    p_run.add_argument("--seed", action="append", type=SEED, help="seed (repeatable; default: the profile's)")
     p_run.add_argument("--all", action="store_true", help="run the profile's whole grid")
     p_run.add_argument("--dry-run", action="store_true", help="print the expanded job grid and exit")
-    p_run.add_argument("--attack", action="append", help="attack to run after training (repeatable; default: the profile's)")
-    p_run.add_argument("--no-attack", action="store_true", help="train only")
-    p_run.add_argument("--query-budget", type=int, help="maximum model queries per attacked example (default: unlimited)")
+    attack = p_run.add_mutually_exclusive_group()
+    attack.add_argument("--attack", action="append", help="attack to run after training (repeatable; default: the profile's)")
+    attack.add_argument("--no-attack", action="store_true", help="train only")
+    p_run.add_argument("--query-budget", type=QUERY_BUDGET, help="maximum model queries per attacked example (default: unlimited)")
     p_run.add_argument("--force", action="store_true", help="re-train jobs that already finished")
     p_run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
     p_run.add_argument("--experiment", help="MLflow experiment name (default: suite-<profile>)")
@@ -161,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_pin = sub.add_parser("pin-attack-sets", help="(re)write the committed attack-set pins")
     p_pin.add_argument("--dataset", action="append")
-    p_pin.add_argument("--size", type=int, default=1000)
-    p_pin.add_argument("--seed", type=int, default=2024)
+    p_pin.add_argument("--size", type=_bounded_int(1), default=1000)
+    p_pin.add_argument("--seed", type=SEED, default=2024)
     p_pin.set_defaults(func=_cmd_pin)
 
     from leaderboard.cli import add_parser as add_leaderboard_parser
@@ -189,6 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("suite: interrupted; finished jobs are in the tracking store", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped (`suite list | head`): not an error, and no traceback at exit
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (captured)
+            pass
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,23 +166,23 @@ def test_unknown_keys_get_a_hint(tmp_path: Path, body: str, hint: str) -> None:
     assert path in str(info.value)
 
 
-def test_unknown_backbone_train_setting_gets_a_hint_on_expand(tmp_path: Path) -> None:
-    profile = load_profile(write_profile(tmp_path, GOOD.replace("cnn: {batch_size: 4}", "cnn: {batchsize: 4}")))
-    with pytest.raises(SuiteError, match=r"unknown setting 'batchsize' \(did you mean 'batch_size'\?\)"):
-        expand_jobs(profile)
+def test_unknown_backbone_train_setting_gets_a_hint_when_the_profile_loads(tmp_path: Path) -> None:
+    path = write_profile(tmp_path, GOOD.replace("cnn: {batch_size: 4}", "cnn: {batchsize: 4}"))
+    with pytest.raises(SuiteError, match=r"backbones\.cnn: unknown setting 'batchsize' \(did you mean 'batch_size'\?\)"):
+        load_profile(path)
 
 
-def test_unknown_split_option_gets_a_hint(tmp_path: Path) -> None:
-    profile = load_profile(write_profile(tmp_path, GOOD.replace("train_limit: 10", "train_limits: 10")))
-    with pytest.raises(SuiteError, match="did you mean 'train_limit'"):
-        expand_jobs(profile)
+def test_unknown_split_option_gets_a_hint_when_the_profile_loads(tmp_path: Path) -> None:
+    path = write_profile(tmp_path, GOOD.replace("train_limit: 10", "train_limits: 10"))
+    with pytest.raises(SuiteError, match=r"datasets\.trec: unknown setting 'train_limits' \(did you mean 'train_limit'"):
+        load_profile(path)
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"optimizer": "sgd"}, "optimizer='sgd' is not one of adamw, adam"),
-    ({"schedule": "cosine"}, "schedule='cosine'"),
-    ({"select": "best"}, "select='best'"),
-    ({"device": "tpu"}, "device='tpu'"),
+    ({"optimizer": "sgd"}, "^optimizer: 'sgd' is not one of adamw, adam$"),
+    ({"schedule": "cosine"}, "^schedule: 'cosine'"),
+    ({"select": "best"}, "^select: 'best'"),
+    ({"device": "tpu"}, "^device: 'tpu'"),
 ])
 def test_bad_train_values_are_refused(settings, message) -> None:
     with pytest.raises(SuiteError, match=message):
@@ -189,7 +190,7 @@ def test_bad_train_values_are_refused(settings, message) -> None:
 
 
 def test_non_numeric_lr_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(SuiteError, match="'lr' must be a number"):
+    with pytest.raises(SuiteError, match=r"custom\.yaml: train\.lr: must be a number, got 'fast'$"):
         load_profile(write_profile(tmp_path, GOOD.replace("lr: 2e-5", "lr: fast")))
 
 
@@ -297,7 +298,7 @@ def test_from_mapping_nested_merge_is_deep_and_coerces_yaml_strings() -> None:
     assert from_mapping(_Top, dataclasses.asdict(top), "x") == top
     with pytest.raises(SuiteError, match=r"^x\.outer\.inner: unknown setting 'c' \(known: a, b\)$"):
         from_mapping(_Top, {"outer": {"inner": {"c": 1}}}, "x")
-    with pytest.raises(SuiteError, match=r"^x\.outer\.inner: 'b' must be a number"):
+    with pytest.raises(SuiteError, match=r"^x\.outer\.inner: b: must be a number, got 'big'$"):
         from_mapping(_Top, {"outer": {"inner": {"b": "big"}}}, "x")
 
 
@@ -399,3 +400,105 @@ def test_merge_settings_is_deep_and_leaves_its_arguments_alone() -> None:
     assert base == {"perturbation": {"steps": 5, "step_size": 0.04}, "beta": 1.0}
     assert update["perturbation"] == {"steps": 3}
     assert merge_settings({"p": {"a": 1}}, {"p": None}) == {"p": None}  # a non-mapping replaces
+
+
+# --- types and ranges checked when settings are built (issue 10) ----------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Typed:
+    n: int = 1
+    x: float = 1.0
+    s: str = "a"
+    flag: bool = False
+    maybe: int | None = None
+    ids: tuple[int, ...] = ()
+    names: tuple[str, ...] = ()
+    match: dict[str, str] = dataclasses.field(default_factory=dict)
+    free: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"n": "2"}, "x: n: must be an integer, got '2' (a quoted number: remove the quotes)"),
+    ({"n": 2.5}, "x: n: must be an integer, got 2.5"),
+    ({"n": True}, "x: n: must be an integer, got True"),
+    ({"x": "fast"}, "x: x: must be a number, got 'fast'"),
+    ({"x": False}, "x: x: must be a number, got False"),
+    ({"s": 5}, "x: s: must be a string, got 5"),
+    ({"flag": "yes"}, "x: flag: must be true or false, got 'yes'"),
+    ({"maybe": "3"}, "x: maybe: must be an integer or null, got '3' (a quoted number: remove the quotes)"),
+    ({"ids": 0}, "x: ids: must be a list of integers, got 0"),
+    ({"ids": ["zero"]}, "x: ids: must be a list of integers, got ['zero']"),
+    ({"names": [1]}, "x: names: must be a list of strings, got [1]"),
+    ({"match": ["a"]}, "x: match: must be a mapping, got ['a']"),
+    ({"match": {"k": 1}}, "x: match.k: must be a string, got 1"),
+    ({"free": 3}, "x: free: must be a mapping, got 3"),
+])
+def test_from_mapping_checks_each_value_against_its_annotation(settings, message) -> None:
+    with pytest.raises(SuiteError) as info:
+        from_mapping(_Typed, settings, "x")
+    assert str(info.value) == message
+
+
+def test_from_mapping_converts_only_what_yaml_cannot_say() -> None:
+    built = from_mapping(_Typed, {"x": "2e-5", "ids": [1, 2], "maybe": None, "free": {"any": [1]}}, "x")
+    assert built == _Typed(x=2e-5, ids=(1, 2), free={"any": [1]})
+    assert type(from_mapping(_Typed, {"x": 3}, "x").x) is int  # an integer is a number: kept (same config hash)
+    nested = from_mapping(_Top, {"outer": {"inner": {"a": 4}}}, "f.yaml: defenses.d")
+    assert nested.outer.inner.a == 4
+    with pytest.raises(SuiteError, match=r"^f\.yaml: defenses\.d\.outer\.inner\.a: must be an integer, got 'four'$"):
+        from_mapping(_Top, {"outer": {"inner": {"a": "four"}}}, "f.yaml: defenses.d")
+
+
+def test_range_errors_name_the_setting_where_it_is() -> None:
+    with pytest.raises(SuiteError) as info:
+        from_mapping(TrainConfig, {"epochs": 0}, "f.yaml: train")
+    assert str(info.value) == "f.yaml: train.epochs: must be >= 1, got 0"
+    with pytest.raises(SuiteError, match=r"^f\.yaml: protocol\.attack_set_size: must be >= 1"):
+        from_mapping(ProtocolConfig, {"attack_set_size": -3}, "f.yaml: protocol")
+    with pytest.raises(SuiteError, match=r"^f\.yaml: datasets\.trec\.attack_set_size: must be >= 1 \(or omit it"):
+        from_mapping(SplitOptions, {"attack_set_size": 0}, "f.yaml: datasets.trec")
+    with pytest.raises(SuiteError, match=r"^epochs: must be >= 1, got 0$"):  # built directly: the key alone
+        TrainConfig(epochs=0)
+
+
+def test_profile_names_and_cells_are_checked_when_it_loads(tmp_path: Path) -> None:
+    path = write_profile(tmp_path, GOOD.replace("sst2_sentence: {}", "sst2_sentenc: {}"))
+    with pytest.raises(SuiteError, match=r"datasets: unknown dataset 'sst2_sentenc': did you mean 'sst2_sentence'"):
+        load_profile(path)
+    path = write_profile(tmp_path, GOOD.replace("train: {epochs: 5}", "train: {epochs: 0}"))
+    with pytest.raises(SuiteError, match=r"custom\.yaml: overrides\[0\]\.train\.epochs: must be >= 1, got 0$"):
+        load_profile(path)
+
+
+def test_profile_paths_and_names_are_told_apart(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match="file not found"):
+        load_profile(str(tmp_path / "missing.yaml"))
+    with pytest.raises(SuiteError, match="is a directory"):
+        load_profile(str(tmp_path))
+    with pytest.raises(SuiteError, match=r"unknown profile 'missing': run 'suite list profiles'"):
+        load_profile("missing")
+
+
+def test_cli_list_check_sets_and_profiles(capsys: pytest.CaptureFixture[str]) -> None:
+    from suite.run.check import CHECK_SETS
+
+    assert main(["list", "check-sets"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("check-sets:") and all(name in out for name in CHECK_SETS.names())
+    assert main(["list", "profiles"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in PROFILES.names())
+    with pytest.raises(SuiteError, match=r"run 'suite list check-sets'"):
+        CHECK_SETS.get("bogus")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
+    (["--query-budget", "0"], "argument --query-budget: must be an integer >= 1 (omit it for no limit), got '0'"),
+])
+def test_cli_numbers_are_checked_by_argparse(argv, message, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--profile", "smoke", "--all", "--dry-run", *argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err == f"suite: error: suite run: {message}; see 'suite run --help'\n"

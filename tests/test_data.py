@@ -184,3 +184,65 @@ def test_missing_manifest(tmp_mirror) -> None:
     (folder / "MANIFEST.json").unlink()
     with pytest.raises(MissingDataError, match="no MANIFEST.json"):
         load_protocol_splits("trec")
+
+
+# --- content that passes the sha256 check but is bad (issue 10) -------------------------------------------
+
+def _raw_split(folder, split: str, raw: bytes) -> None:
+    """Replace ``split`` with ``raw`` (gzip bytes) and record their true sha256 in the MANIFEST."""
+    import hashlib
+    import json
+
+    (folder / f"{split}.jsonl.gz").write_bytes(raw)
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    manifest["splits"][split]["sha256"] = hashlib.sha256(raw).hexdigest()
+    (folder / "MANIFEST.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([b'{"text": "a", "label": 0}', b'{"text": "caf\xe9", "label": 1}'], "line 2 is not UTF-8"),
+    ([b'{"text": "a", "label": 0}', b'{"text": "no label"}'], "line 2: no 'label'"),
+    ([b'{"text": "a", "label": 0}', b"", b'{"text": "b", "label": 7}'], "line 3: label 7 is outside sst2_sentence's 2 classes"),
+    ([b'{"label": 1}'], "line 1: no 'text' field"),
+    ([b'{"text": "a", "label": "1"}'], "line 1: label '1' is not a class index"),
+    ([b'{"text": "a", "label": 0'], "line 1 is not valid JSON"),
+])
+def test_bad_rows_name_the_file_and_line(tmp_mirror, lines, message) -> None:
+    import gzip
+
+    folder = tmp_mirror("sst2_sentence", {"train": make_rows(10), "validation": make_rows(4), "test": make_rows(4)})
+    _raw_split(folder, "test", gzip.compress(b"\n".join(lines) + b"\n"))
+    with pytest.raises(IntegrityError) as info:
+        load_protocol_splits("sst2_sentence")
+    text = str(info.value)
+    assert text.startswith(f"{folder / 'test.jsonl.gz'}: {message}") and "\n" not in text
+    assert "rebuild this file" in text
+
+
+def test_truncated_gzip_and_bad_manifest_are_integrity_errors(tmp_mirror) -> None:
+    import gzip
+
+    folder = tmp_mirror("trec", {"train": make_rows(30, num_labels=6), "test": make_rows(5, num_labels=6)})
+    whole = gzip.compress(b"".join(b'{"text": "t %d", "label": 0}\n' % i for i in range(50)))
+    _raw_split(folder, "test", whole[:-12])
+    with pytest.raises(IntegrityError, match=r"test\.jsonl\.gz: not a complete gzip file"):
+        load_test_split("trec")
+    (folder / "MANIFEST.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(IntegrityError, match=r"MANIFEST\.json: not valid JSON \(line 1, column 2"):
+        load_test_split("trec")
+
+
+def test_blank_lines_keep_the_example_ids(tmp_mirror) -> None:
+    import gzip
+
+    folder = tmp_mirror("trec", {"train": make_rows(30, num_labels=6), "test": make_rows(5, num_labels=6)})
+    _raw_split(folder, "test", gzip.compress(b'{"text": "a", "label": 1}\n\n{"text": "b", "label": 2}\n'))
+    assert [(ex.id, ex.texts, ex.label) for ex in load_test_split("trec")] == [
+        ("test/0", ("a",), 1), ("test/1", ("b",), 2)]
+
+
+def test_a_data_dir_that_does_not_exist_is_an_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("SUITE_DATA_SOURCE", "auto")
+    with pytest.raises(MissingDataError, match=r"SUITE_DATA_DIR=.*nowhere does not exist; point it at the dataset mirror"):
+        load_test_split("trec")

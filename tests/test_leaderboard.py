@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from leaderboard.compare import Cell, candidates, compare, compare_cell, reason_not_comparable, stock_counterpart
-from leaderboard.entries import (RunRecord, aggregate, build_entries, dumps, entry_id, load_entries, select_runs, slug,
-                                 write_entries)
+from leaderboard.entries import (RunRecord, aggregate, build_entries, dumps, entry_id, load_entries, prune_entries,
+                                 select_runs, slug, write_entries)
 from leaderboard.html import build_site, scatter
 from leaderboard.published import PublishedResult
 from leaderboard.show import render
@@ -281,13 +281,14 @@ def test_entry_ids_are_stable_and_file_safe() -> None:
     assert slug("a/b") != slug("a:b")  # changed names carry a hash of the original
 
 
-def test_write_entries_is_deterministic_and_removes_stale_entries(tmp_path: Path) -> None:
+def test_write_entries_is_deterministic_and_prune_removes_stale_entries(tmp_path: Path) -> None:
     entries = fixture_entries()
     out = tmp_path / "entries"
     write_entries(entries, out)
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     (out / "notes.json").write_text('{"mine": 1}')  # not an entry: left alone
-    write_entries(entries[:4], out)
+    assert write_entries(entries[:4], out) and len(list(out.iterdir())) == 6  # merging keeps the fifth
+    assert prune_entries(out, [out / f"{e['id']}.json" for e in entries[:4]]) == [out / f"{entries[4]['id']}.json"]
     second = {p.name: p.read_bytes() for p in out.iterdir()}
     assert len(first) == 5 and set(second) == (set(first) - {f"{entries[4]['id']}.json"}) | {"notes.json"}
     assert all(second[name] == first[name] for name in second if name != "notes.json")

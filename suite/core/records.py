@@ -463,11 +463,16 @@ def search_all(client: Any, experiment_ids: Sequence[str], filter_string: str) -
 
 
 def open_client(tracking_uri: str | None) -> Any:
+    """A client of an existing store, for reading (a missing local store or a dead server: one line, fast)."""
     from mlflow.tracking import MlflowClient
 
+    from suite.core.store import check_readable, quick_connect
+
+    check_readable(tracking_uri or "")  # reading never creates a store
     try:
-        client = MlflowClient(tracking_uri)
-        client.search_experiments(max_results=1)
+        with quick_connect(tracking_uri or ""):
+            client = MlflowClient(tracking_uri)
+            client.search_experiments(max_results=1)
     except Exception as exc:
         raise SuiteError(f"cannot open MLflow tracking store {tracking_uri} ({exc.__class__.__name__}: "
                          f"{(str(exc).splitlines() or [''])[0]}); check --tracking-uri") from None

@@ -11,21 +11,31 @@ import numpy as np
 import torch
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch and make CPU runs bit-for-bit repeatable.
+def deterministic_mode() -> None:
+    """The protocol's determinism settings, for every path that runs a model (training, attacking
+    a freshly trained or a reloaded checkpoint, resuming an attack in a new process).
 
     ``torch.use_deterministic_algorithms`` alone is not enough on CPU: oneDNN (mkldnn)
     convolutions gave run-to-run differences in the 8th digit of the loss (measured: 3
     distinct Kim-CNN losses in 8 identical runs), so oneDNN is switched off; with it off, 10 of
-    10 runs were identical. Results still depend on the torch thread count, which the run
-    records in environment.json.
+    10 runs were identical. Left on while attacking a reloaded checkpoint, it changed 10
+    of 500 per-example PWWS records on trec/CNN (issue 10). Results still depend on the torch thread
+    count, which the run records in environment.json. Idempotent; seeds nothing.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.mkldnn.enabled = False
+    warn_only = torch.cuda.is_available()
+    if (not torch.are_deterministic_algorithms_enabled()
+            or torch.is_deterministic_algorithms_warn_only_enabled() != warn_only):
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)  # imports torch._inductor: only when needed
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch and make CPU runs bit-for-bit repeatable (:func:`deterministic_mode`)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.backends.mkldnn.enabled = False
-    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+    deterministic_mode()
 
 
 def derive_seed(seed: int, purpose: str, *counters: int) -> int:

@@ -8,10 +8,11 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from suite.core.errors import IntegrityError, MissingDataError
 
@@ -30,8 +31,18 @@ def _default_dir(env_var: str, sub: str) -> Path | None:
 
 
 def data_dir() -> Path | None:
-    """The dataset mirror: ``$SUITE_DATA_DIR``, else ``../shared/datasets`` if it exists."""
-    return _default_dir("SUITE_DATA_DIR", "datasets")
+    """The dataset mirror: ``$SUITE_DATA_DIR``, else ``../shared/datasets`` if it exists.
+
+    A ``SUITE_DATA_DIR`` that is not a directory is an error (never a silent fall-back to the hub).
+    """
+    root = _default_dir("SUITE_DATA_DIR", "datasets")
+    if root is not None and os.environ.get("SUITE_DATA_DIR") and not root.is_dir():
+        state = "is not a directory" if root.exists() else "does not exist"
+        raise MissingDataError(
+            f"SUITE_DATA_DIR={os.environ['SUITE_DATA_DIR']} {state}; point it at the dataset mirror (the folder "
+            "with one sub-folder per dataset, e.g. ../shared/datasets), or unset it to load from the hub"
+        )
+    return root
 
 
 def resources_dir() -> Path | None:
@@ -46,6 +57,10 @@ class MirrorFile:
     rows: int | None
 
 
+REBUILD = ("its sha256 matches the MANIFEST, so the mirror was built from a bad copy: rebuild this file "
+           "from the source, or point SUITE_DATA_DIR at an intact mirror")
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     manifest = folder / "MANIFEST.json"
     if not manifest.is_file():
@@ -53,8 +68,18 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"no MANIFEST.json in {folder}: point SUITE_DATA_DIR (or SUITE_RESOURCES_DIR) at the "
             "mirror folder that holds one sub-folder per dataset"
         )
-    with manifest.open(encoding="utf-8") as fh:
-        return json.load(fh)
+    fix = "restore it from an intact mirror (or re-download the mirror)"
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise IntegrityError(f"{manifest}: not UTF-8 text (byte {exc.start}); {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise IntegrityError(f"{manifest}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                             f"{fix}") from None
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{manifest}: must be a JSON object with 'splits' (and 'sha256'), got "
+                             f"{type(data).__name__}; {fix}")
+    return data
 
 
 def mirror_splits(folder: Path) -> dict[str, MirrorFile]:
@@ -64,13 +89,23 @@ def mirror_splits(folder: Path) -> dict[str, MirrorFile]:
     Layout B (advglue): ``splits: {name: rows}`` and ``sha256: {file: digest}``.
     """
     manifest = read_manifest(folder)
+    where = folder / "MANIFEST.json"
+    splits = manifest.get("splits", {})
+    if not isinstance(splits, dict):
+        raise IntegrityError(f"{where}: 'splits' must map split names to files, got {splits!r}; "
+                             "restore it from an intact mirror")
     out: dict[str, MirrorFile] = {}
-    for name, info in manifest.get("splits", {}).items():
-        if isinstance(info, dict):
-            out[name] = MirrorFile(folder / info["file"], info["sha256"], info.get("rows"))
-        else:
-            file = f"{name}.jsonl.gz"
-            out[name] = MirrorFile(folder / file, manifest["sha256"][file], int(info))
+    for name, info in splits.items():
+        try:
+            if isinstance(info, dict):
+                out[name] = MirrorFile(folder / info["file"], str(info["sha256"]), info.get("rows"))
+            else:
+                file = f"{name}.jsonl.gz"
+                out[name] = MirrorFile(folder / file, str(manifest["sha256"][file]), int(info))
+        except (KeyError, TypeError, ValueError) as exc:
+            missing = f"its '{exc.args[0]}'" if isinstance(exc, KeyError) else f"a valid entry ({exc})"
+            raise IntegrityError(f"{where}: split '{name}' lacks {missing}; each split needs a file, its rows and "
+                                 "its sha256: restore the MANIFEST from an intact mirror") from None
     return out
 
 
@@ -102,7 +137,36 @@ def verify(file: MirrorFile) -> str:
     return _verified(file.path, stat.st_mtime_ns, stat.st_size, file.sha256)
 
 
-def read_jsonl_gz(file: MirrorFile) -> list[dict[str, Any]]:
+def iter_jsonl_gz(file: MirrorFile) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) of every non-blank line of a verified mirror file.
+
+    A file whose sha256 matches but whose content is bad (truncated or not gzip, a line that is
+    not UTF-8 or not a JSON object) is an :class:`IntegrityError` naming the file and line.
+    """
     verify(file)
-    with gzip.open(file.path, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    lineno = 0
+    try:
+        with gzip.open(file.path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise IntegrityError(f"{file.path}: line {lineno} is not UTF-8 (byte {exc.start} of the line); "
+                                         f"{REBUILD}") from None
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise IntegrityError(f"{file.path}: line {lineno} is not valid JSON ({exc.msg}); {REBUILD}") from None
+                if not isinstance(row, dict):
+                    raise IntegrityError(f"{file.path}: line {lineno} is not a JSON object (a row with text and "
+                                         f"label), got {type(row).__name__}; {REBUILD}")
+                yield lineno, row
+    except (EOFError, OSError, zlib.error) as exc:  # truncated, or not gzip at all
+        after = f" after line {lineno}" if lineno else ""
+        raise IntegrityError(f"{file.path}: not a complete gzip file ({exc}{after}); {REBUILD}") from None
+
+
+def read_jsonl_gz(file: MirrorFile) -> list[dict[str, Any]]:
+    return [row for _, row in iter_jsonl_gz(file)]

@@ -21,7 +21,8 @@ from suite.data import mirror
 from suite.data.examples import Example
 from suite.data.hub import load_hub_split
 from suite.data.registry import DATASETS, DatasetSpec
-from suite.core.errors import MissingDataError, SuiteError
+from suite.core.errors import IntegrityError, MissingDataError, SuiteError
+from suite.core.typed import at_least, require
 
 
 SPLIT_SCHEMES = ("default", "flat")  # default: WETAR's one tenth; flat: FLAT Table 1 dev sizes
@@ -43,12 +44,15 @@ class SplitOptions:
     attack_set_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.scheme not in SPLIT_SCHEMES:
-            raise SuiteError(f"split scheme {self.scheme!r} is not one of {', '.join(SPLIT_SCHEMES)}")
-        if self.attack_set not in ("protocol", "full"):
-            raise SuiteError(f"attack_set {self.attack_set!r} is not one of protocol, full")
-        if self.attack_set_size is not None and (self.attack_set == "full" or self.attack_set_size < 1):
-            raise SuiteError(f"attack_set_size {self.attack_set_size} needs attack_set: protocol and a size >= 1")
+        require(self.scheme in SPLIT_SCHEMES, "scheme",
+                f"split scheme {self.scheme!r} is not one of {', '.join(SPLIT_SCHEMES)}")
+        require(self.attack_set in ("protocol", "full"), "attack_set",
+                f"{self.attack_set!r} is not one of protocol, full")
+        at_least(self, 0, "split_seed")
+        at_least(self, 1, "train_limit", "validation_limit", "test_limit", hint=" (or omit it for the whole split)")
+        at_least(self, 1, "attack_set_size", hint=" (or omit it for the protocol's size, protocol.attack_set_size)")
+        require(self.attack_set_size is None or self.attack_set == "protocol", "attack_set_size",
+                "needs attack_set: protocol (attack_set: full attacks the whole test split); remove one of them")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -76,7 +80,7 @@ def data_source() -> str:
 
 def _load_source_split(spec: DatasetSpec, split: str, provenance: dict[str, Any]) -> list[Example]:
     source = data_source()
-    root = mirror.data_dir()
+    root = mirror.data_dir() if source != "hub" else None  # hub: a bad SUITE_DATA_DIR does not matter
     folder = root / spec.mirror_folder if root else None
     use_mirror = source == "mirror" or (source == "auto" and folder is not None and folder.is_dir())
     if use_mirror:
@@ -94,19 +98,37 @@ def _load_source_split(spec: DatasetSpec, split: str, provenance: dict[str, Any]
                 f"{', '.join(sorted(files))}); add {split}.jsonl.gz with its sha256 to MANIFEST.json"
                 f"{extra}, or load it from the hub with SUITE_DATA_SOURCE=hub"
             )
-        rows = mirror.read_jsonl_gz(files[split])
+        path = files[split].path
+        located = [(f"{path}: line {n}", row) for n, row in mirror.iter_jsonl_gz(files[split])]
+        fix = mirror.REBUILD
         provenance.setdefault("sha256", {})[split] = files[split].sha256
         provenance["source"] = "mirror"
         provenance["mirror_dir"] = str(folder)
     else:
-        rows = load_hub_split(spec, split)
+        located = [(f"{spec.hub.repo_id} split '{split}' row {i}", row)
+                   for i, row in enumerate(load_hub_split(spec, split))]
+        fix = "the hub copy does not match the dataset's spec (suite/data/registry.py): pin a revision that does"
         provenance["source"] = "hub"
         provenance["hub"] = {"repo_id": spec.hub.repo_id, "config": spec.hub.config,
                              "revision": spec.hub.revision or "unpinned"}
-    return [
-        Example(id=f"{split}/{i}", texts=tuple(str(row[f]) for f in spec.text_fields), label=int(row["label"]))
-        for i, row in enumerate(rows)
-    ]
+    return [_example(spec, f"{split}/{i}", row, at, fix) for i, (at, row) in enumerate(located)]
+
+
+def _example(spec: DatasetSpec, example_id: str, row: dict[str, Any], at: str, fix: str) -> Example:
+    """One row as an Example: its text fields present, its label one of the dataset's classes."""
+    for name in spec.text_fields:
+        if row.get(name) is None:
+            raise IntegrityError(f"{at}: no '{name}' field (a {spec.name} row has {', '.join(spec.text_fields)} "
+                                 f"and label); {fix}")
+    label = row.get("label")
+    n = spec.num_labels
+    if isinstance(label, bool) or not isinstance(label, int):
+        raise IntegrityError(f"{at}: " + (f"no 'label'" if label is None else f"label {label!r} is not a class index")
+                             + f" ({spec.name}'s labels are 0-{n - 1}: {', '.join(spec.label_names)}); {fix}")
+    if not 0 <= label < n:
+        raise IntegrityError(f"{at}: label {label} is outside {spec.name}'s {n} classes "
+                             f"(0-{n - 1}: {', '.join(spec.label_names)}); {fix}")
+    return Example(id=example_id, texts=tuple(str(row[f]) for f in spec.text_fields), label=label)
 
 
 def _limit(examples: list[Example], n: int | None, rng: np.random.Generator) -> list[Example]:

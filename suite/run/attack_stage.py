@@ -11,8 +11,10 @@ from suite.core import records
 from suite.core.errors import SuiteError
 from suite.core.paths import attack_cache_root
 from suite.core.records import AttackRecord, RunRecord
+from suite.core.seeding import deterministic_mode
 from suite.data.examples import Example
 from suite.models.base import TextClassifier
+from suite.run.failures import failure_line
 from suite.run.protocol import AttackSet
 from suite.run.tracking import Tracker
 
@@ -28,8 +30,10 @@ def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: S
     training run ``run_id`` is only read. An attack whose configuration hash the run already
     carries (a finished child run) is not logged twice (its records come from the per-example cache).
     """
-    parent = tracker.read(run_id, artifacts=False)
     from attacks import ATTACKS
+
+    deterministic_mode()  # the same records in a new process (a skipped job, a resumed attack) as in-process
+    parent = tracker.read(run_id, artifacts=False)
 
     by_id = {ex.id: ex for ex in test}
     missing = [i for i in attack_set.ids if i not in by_id]
@@ -47,19 +51,31 @@ def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: S
             else:
                 metrics, attack_hash, summary, examples_out = _textattack(
                     name, model, examples, seed, checkpoint_sha256, attack_set.sha256, query_budget, column_names)
-        except SuiteError as exc:
-            errors.append(f"{name}: {exc}")
-            print(f"suite: error: attack {name}: {exc}", file=sys.stderr)
+        except Exception as exc:  # a SuiteError, a full disk under the attack cache, a bug: the next attack runs
+            _attack_failed(name, exc, errors)
             continue
         record = AttackRecord(attack=name, attack_hash=attack_hash, variant=spec.variant,
                               substitutions=tuple(spec.substitutions), metrics=metrics, summary=summary,
                               examples=tuple(examples_out))
-        logged.update(record.prefixed_metrics())
         if parent.attack_hash(name) != attack_hash:
-            child_id = tracker.log_attack(parent, record)
+            try:  # its child run ends FAILED; the training run is untouched
+                child_id = tracker.log_attack(parent, record)
+            except Exception as exc:
+                _attack_failed(name, exc, errors)
+                continue
             parent = parent.with_attack(dataclasses.replace(record, run_id=child_id, parent_run_id=parent.run_id))
+        logged.update(record.prefixed_metrics())
         log.info("%s: %s", name, {k: round(v, 3) for k, v in record.prefixed_metrics().items()})
     return logged, errors
+
+
+def _attack_failed(name: str, exc: Exception, errors: list[str]) -> None:
+    """Report attack ``name``'s failure in one line (``-v``: with its traceback) and record it."""
+    line = failure_line(exc)
+    errors.append(f"{name}: {line}")
+    print(f"suite: error: attack {name}: {line}", file=sys.stderr)
+    if not isinstance(exc, SuiteError):
+        log.info("attack %s failed", name, exc_info=exc)
 
 
 def _textattack(name: str, model: TextClassifier, examples: Sequence[Example], seed: int, checkpoint_sha256: str,
@@ -80,12 +96,14 @@ def _textattack(name: str, model: TextClassifier, examples: Sequence[Example], s
 
 
 def checkpoint_of(tracker: Tracker, run: RunRecord, device: Any) -> tuple[TextClassifier, str]:
-    """Load a finished run's checkpoint (for attacking a job that was skipped as done)."""
+    """Load a finished run's checkpoint (for attacking a job that was skipped as done), verified
+    against the run's ``checkpoint_sha256`` tag first: a corrupted or truncated checkpoint is a
+    one-line error, so nothing is attacked or cached under the recorded digest with other weights."""
     from suite.models.loading import load_classifier
 
     sha = run.checkpoint_sha256
     if not sha:
         raise SuiteError(f"run {run.run_id} has no {records.CHECKPOINT_SHA256} tag; re-run the job with --force")
-    folder = Path(tracker.mlflow.artifacts.download_artifacts(run_id=run.run_id,
-                                                              artifact_path=records.CHECKPOINT_ARTIFACT))
-    return load_classifier(folder, device), sha
+    folder = tracker.download_checkpoint(run.run_id)
+    fix = f"re-run the job with --force (run {run.run_id}'s checkpoint cannot be trusted)"
+    return load_classifier(folder, device, sha256=sha, fix=fix), sha

@@ -39,7 +39,7 @@ REFERENCE_DIR = Path(__file__).resolve().parents[1] / "references"
 DEFAULT_SET = "ci"
 AGAINST = ("published", "reference")
 
-CHECK_SETS: Registry[Path] = Registry("check set")
+CHECK_SETS: Registry[Path] = Registry("check-set")  # the kind names the listing: 'suite list check-sets'
 for _path in sorted(CHECK_DIR.glob("*.yaml")):
     CHECK_SETS.register(_path.stem)(_path)
 

@@ -21,7 +21,7 @@ import yaml
 from suite.data.splits import SplitOptions
 from suite.core.errors import SuiteError
 from suite.core.registry import Registry
-from suite.core.typed import from_mapping, read_named_yaml
+from suite.core.typed import at_least, from_mapping, merge_settings, read_named_yaml, require
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 
@@ -45,12 +45,16 @@ class TrainConfig:
     cpu_threads: int | None = None  # torch intra-op threads on CPU; results depend on it
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise SuiteError(f"training settings: epochs ({self.epochs}) and batch_size ({self.batch_size}) must be >= 1")
+        at_least(self, 1, "epochs", "batch_size", "eval_batch_size", "max_length", "cpu_threads")
+        at_least(self, 0, "weight_decay")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr!r}")
+        require(0 <= self.warmup_ratio < 1, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio!r}")
+        require(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm",
+                f"must be > 0 (or null: no clipping), got {self.max_grad_norm!r}")
         for key, allowed in (("optimizer", ("adamw", "adam")), ("schedule", ("linear", "constant")),
                              ("select", ("best_validation", "last")), ("device", ("auto", "cpu", "cuda"))):
-            if getattr(self, key) not in allowed:
-                raise SuiteError(f"training setting {key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
+            require(getattr(self, key) in allowed, key,
+                    f"{getattr(self, key)!r} is not one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,11 @@ class ProtocolConfig:
     split_seed: int = 2024
     attack_set_seed: int = 2024
     attack_set_size: int = 1000
+
+    def __post_init__(self) -> None:
+        at_least(self, 0, "split_seed", "attack_set_seed")
+        at_least(self, 1, "attack_set_size", hint=" (or omit it for the default, 1000; a dataset's "
+                                                  "`attack_set: full` attacks its whole test split)")
 
 
 @dataclass(frozen=True)
@@ -105,35 +114,111 @@ class Profile:
     grid: tuple[GridBlock, ...] = ()
     source: str = ""
 
+    def __post_init__(self) -> None:
+        at_least(self, 1, "version")
+        require(bool(self.seeds), "seeds", "must list at least one seed, e.g. [0]")
+        require(all(0 <= s < 2**32 for s in self.seeds), "seeds",
+                f"each seed must be >= 0 and < 2**32, got {list(self.seeds)}")
+
 
 PROFILES: Registry[Path] = Registry("profile")
 for _path in sorted(PROFILE_DIR.glob("*.yaml")):
     PROFILES.register(_path.stem)(_path)
 
 
+OVERRIDE_MATCH = ("dataset", "backbone", "defense")
+
+
+def _listed(raw: dict[str, Any], key: str, where: str, what: str) -> list[Any]:
+    value = raw.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SuiteError(f"{where}: {key}: must be a list of {what}, got {value!r}")
+    return value
+
+
 def load_profile(name_or_path: str) -> Profile:
+    """Read and validate a profile: every key, type, range and name, before any job runs.
+
+    Each cell's settings are built as ``suite.run.runner.expand_jobs`` builds them (split
+    options per dataset, training settings per backbone, each defense's Config, the overrides),
+    so ``suite run --dry-run`` catches every bad value in one line naming the file and the key.
+    """
     raw, path = read_named_yaml(name_or_path, PROFILES)
     where = str(path)
     if not isinstance(raw, dict):
         raise SuiteError(f"{where}: a profile must be a YAML mapping")
     raw = dict(raw)
     raw["protocol"] = from_mapping(ProtocolConfig, raw.get("protocol"), f"{where}: protocol")
-    raw["seeds"] = tuple(raw.get("seeds", (0,)))
-    raw["attacks"] = tuple(raw.get("attacks", ()))
-    raw["overrides"] = tuple(from_mapping(Override, o, f"{where}: overrides") for o in raw.get("overrides", ()))
-    raw["grid"] = tuple(from_mapping(GridBlock, b, f"{where}: grid") for b in raw.get("grid", ()))
-    for block in raw["grid"]:
+    raw.setdefault("seeds", (0,))
+    if raw.get("attacks", ()) is None:  # `attacks:` with nothing after it: none
+        raw["attacks"] = ()
+    raw["overrides"] = tuple(from_mapping(Override, o, f"{where}: overrides[{i}]")
+                             for i, o in enumerate(_listed(raw, "overrides", where, "overrides (match, train, ...)")))
+    raw["grid"] = tuple(from_mapping(GridBlock, b, f"{where}: grid[{i}]")
+                        for i, b in enumerate(_listed(raw, "grid", where, "blocks (datasets, backbones, defenses)")))
+    for key in ("datasets", "backbones", "defenses"):
+        value = raw.get(key)
+        if value is None:
+            raw[key] = {}
+        elif isinstance(value, Mapping):  # a name without settings (`finetune:`) has none
+            raw[key] = {k: {} if v is None else (dict(v) if isinstance(v, Mapping) else v) for k, v in value.items()}
+    raw.setdefault("source", where)
+    profile = from_mapping(Profile, raw, where)
+    for block in profile.grid:
         for dim in ("datasets", "backbones", "defenses"):
-            unknown = [n for n in getattr(block, dim) if n not in (raw.get(dim) or {})]
+            unknown = [n for n in getattr(block, dim) if n not in getattr(profile, dim)]
             if unknown:
                 raise SuiteError(f"{where}: grid lists {dim} {', '.join(unknown)} that the profile does not configure; "
                                  f"add them under '{dim}:'")
-    for key in ("datasets", "backbones", "defenses"):
-        raw[key] = {k: dict(v or {}) for k, v in (raw.get(key) or {}).items()}
-    raw.setdefault("source", where)
-    profile = from_mapping(Profile, raw, where)
-    from_mapping(TrainConfig, profile.train, f"{where}: train")  # validate early
+    check_profile(profile)
     return profile
+
+
+def check_profile(profile: Profile) -> None:
+    """Every name the profile uses is registered, every cell's settings build (SuiteError, one line)."""
+    from attacks import ATTACKS
+    from defenses import DEFENSES
+    from suite.data import DATASETS
+    from suite.models import BACKBONES
+
+    where = profile.source
+    registries = {"dataset": DATASETS, "backbone": BACKBONES, "defense": DEFENSES}
+    for kind, registry in registries.items():
+        for name in getattr(profile, f"{kind}s"):
+            if name not in registry:
+                raise SuiteError(f"{where}: {kind}s: {registry.unknown_message(name)}")
+    for name in profile.attacks:
+        if name not in ATTACKS:
+            raise SuiteError(f"{where}: attacks: {ATTACKS.unknown_message(name)}")
+    train = from_mapping(TrainConfig, profile.train, f"{where}: train")
+    for name, settings in profile.datasets.items():
+        if "split_seed" in settings:
+            raise SuiteError(f"{where}: datasets.{name}: split_seed is set once for all datasets, "
+                             "under protocol.split_seed")
+        from_mapping(SplitOptions, {**settings, "split_seed": profile.protocol.split_seed}, f"{where}: datasets.{name}")
+    for name, settings in profile.backbones.items():
+        settings = dict(settings)
+        options = settings.pop("options", None)
+        if options is not None and not isinstance(options, Mapping):
+            raise SuiteError(f"{where}: backbones.{name}.options: must be a mapping of the backbone's "
+                             f"constructor options, got {options!r}")
+        from_mapping(TrainConfig, {**profile.train, **settings}, f"{where}: backbones.{name}")
+    for name, settings in profile.defenses.items():
+        from_mapping(DEFENSES.get(name).Config, settings, f"{where}: defenses.{name}")
+    for i, override in enumerate(profile.overrides):
+        at = f"{where}: overrides[{i}]"
+        for key, value in override.match.items():
+            if key not in OVERRIDE_MATCH:
+                raise SuiteError(f"{at}.match: unknown key '{key}'; match on {', '.join(OVERRIDE_MATCH)}")
+            if value not in registries[key]:
+                raise SuiteError(f"{at}.match: {registries[key].unknown_message(value)}")
+        from_mapping(TrainConfig, {**dataclasses.asdict(train), **override.train}, f"{at}.train")
+        defenses = [override.match["defense"]] if "defense" in override.match else list(profile.defenses)
+        for name in defenses if override.defense else ():
+            merged = merge_settings(profile.defenses.get(name, {}), override.defense)
+            from_mapping(DEFENSES.get(name).Config, merged, f"{at}.defense ({name})")
 
 
 PROTOCOL_VERSION = "1"

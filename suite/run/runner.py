@@ -18,7 +18,7 @@ from suite.data.splits import ProtocolSplits
 from suite.core.errors import SuiteError
 from suite.core.paths import attack_cache_root
 from suite.models import BACKBONES, build_backbone
-from suite.core.seeding import seed_everything
+from suite.core.seeding import deterministic_mode, seed_everything
 from suite.core.typed import merge_settings
 from suite.run.protocol import environment_info, pin_attack_set, resolve_device
 from suite.data.mirror import sha256_of
@@ -40,6 +40,25 @@ def _select(requested: Iterable[str] | None, available: Iterable[str], registry:
     return names
 
 
+def check_trainable(dataset: str) -> None:
+    """A one-line error for a dataset that has no train split (a static evaluation set such as AdvGLUE)."""
+    spec = DATASETS.get(dataset)
+    if spec.train is None:
+        used_for = f" for {', '.join(spec.static_eval_for)}" if spec.static_eval_for else ""
+        raise SuiteError(f"dataset {dataset} has no train split (it is a static evaluation set{used_for}); "
+                         "train on a dataset with a train split and evaluate with its attack (e.g. --attack advglue)")
+
+
+def check_splits(job: Job, splits: ProtocolSplits) -> None:
+    """A one-line error, before training, for a protocol split without examples (the run would
+    otherwise finish with Clean 0 or nan metrics)."""
+    for name in ("train", "validation", "test"):
+        if not getattr(splits, name):
+            raise SuiteError(f"job {job.label}: the {name} split of {job.dataset} has no examples; check the "
+                             f"dataset's mirror files and the profile's datasets.{job.dataset} limits "
+                             f"({name}_limit must be at least 1)")
+
+
 def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
                 backbones: Iterable[str] | None = None, seeds: Iterable[int] | None = None) -> list[Job]:
     """The job grid datasets x backbones x defenses x seeds, each fully resolved.
@@ -54,6 +73,7 @@ def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, data
     chosen_backbones = _select(backbones, profile.backbones, BACKBONES, "backbone")
     jobs = []
     for dataset in chosen_datasets:
+        check_trainable(dataset)
         ds_settings = dict(profile.datasets.get(dataset, {}))
         if "split_seed" in ds_settings:
             raise SuiteError(f"{profile.source}: datasets.{dataset}: split_seed is set once for all datasets, "
@@ -113,9 +133,17 @@ def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[s
     An identical job (same config hash, same data digests) that already FINISHED is not
     trained again unless ``force``; its checkpoint is attacked with any attack not yet run
     (finished examples come from the per-example cache). ``attacks`` defaults to the profile's.
+
+    The job's lock (``Tracker.job_lock``, per config hash) is held from the check for a finished
+    run to the last attack: a second process running the same job waits, then reuses the run.
+    Runs of the job left RUNNING by a killed process are marked KILLED first (``Tracker.close_stale``).
+    An empty split, or a dataset without a train split, is a one-line error before anything runs.
     """
     attacks = list(job.attacks if attacks is None else attacks)
+    deterministic_mode()  # also when training is skipped: the attacks of a reloaded checkpoint run under it
+    check_trainable(job.dataset)
     splits = load_protocol_splits(job.dataset, job.split)
+    check_splits(job, splits)
     digests = data_digests(splits)
     config_hash = job.config_hash(digests)
     device = resolve_device(job.train.device)
@@ -124,6 +152,17 @@ def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[s
     attack_set = pin_attack_set(job.dataset, splits.test, job.attack_set_size or len(splits.test),
                                 job.protocol.attack_set_seed)
     column_names = DATASETS.get(job.dataset).text_fields
+    with tracker.job_lock(config_hash, job.label):  # an identical process waits here, then reuses the run
+        tracker.close_stale(config_hash)  # RUNNING runs of the job: no live process holds its lock
+        return _run_locked(job, tracker, force, attacks, query_budget, splits, digests, config_hash, device,
+                           attack_set, column_names)
+
+
+def _run_locked(job: Job, tracker: Tracker, force: bool, attacks: list[str], query_budget: int | None,
+                splits: ProtocolSplits, digests: dict[str, str], config_hash: str, device: torch.device,
+                attack_set: Any, column_names: Sequence[str]) -> JobResult:
+    """``run_job`` with the job's lock held: reuse its finished run (attacking it with any attack
+    not yet run), or train it, then attack it."""
     if not force:
         done = tracker.find_finished(config_hash)
         if done is not None:

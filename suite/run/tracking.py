@@ -1,18 +1,22 @@
 """MLflow logging: one training run per (defense, dataset, backbone, seed), one child run per attack of it.
 
-Default store: ``sqlite:///<cwd>/mlflow.db`` with artifacts in ``<cwd>/mlruns`` (embedded, no
-server). ``--tracking-uri`` / ``MLFLOW_TRACKING_URI`` point elsewhere. What a run logs, and the
-names it logs it under, is ``suite.core.records``: each training run carries the job's config
-hash; a FINISHED training run with the same hash means the job is done. Attacks are logged as
-nested runs under the (already ended) training run, which is never reopened.
+Default store: ``sqlite:///<cwd>/mlflow.db`` (embedded, no server); a SQLite store's new
+experiments keep their artifacts beside the database, in ``<store folder>/mlruns``.
+``--tracking-uri`` / ``MLFLOW_TRACKING_URI`` point elsewhere. What a run logs, and the names it
+logs it under, is ``suite.core.records``: each training run carries the job's config hash; a
+FINISHED training run with the same hash means the job is done. Attacks are logged as nested runs
+under the (already ended) training run, which is never reopened. File locks beside the store
+(``suite.core.store``) keep two processes from training one job or migrating one new store at once.
 """
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Mapping
 
-from suite.core import records
+from suite.core import records, store
 from suite.core.errors import SuiteError
 from suite.core.records import AttackRecord, DatasetInput, MlflowPayload, RunRecord, flatten_params
 from suite.data.splits import ProtocolSplits
@@ -56,7 +60,13 @@ def dataset_inputs(splits: ProtocolSplits) -> list[DatasetInput]:
 
 
 class Tracker:
-    """An MLflow experiment of the store; created with the experiment kind that opens on its runs."""
+    """An MLflow experiment of the store; created with the experiment kind that opens on its runs.
+
+    Opening checks that a local store can be written and fails fast on an unreachable HTTP store
+    (``suite.core.store``); a new experiment of a SQLite store keeps its artifacts beside the
+    database (``<store folder>/mlruns``). Opening is serialised by the store lock (two processes
+    creating one new SQLite store would otherwise both migrate it).
+    """
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = "suite") -> None:
         import mlflow
@@ -65,26 +75,48 @@ class Tracker:
         self.mlflow = mlflow
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
         self.tracking_uri = uri
-        mlflow.set_tracking_uri(uri)
         self.experiment = experiment
-        try:
-            self.client = MlflowClient(uri)
-            exp = mlflow.get_experiment_by_name(experiment)
-            kind = {records.EXPERIMENT_KIND_TAG: records.EXPERIMENT_KIND}
-            if exp is None:
-                artifact_location = None
-                if uri.startswith("sqlite:"):
-                    artifact_location = (Path.cwd() / "mlruns").as_uri()
-                self.experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_location,
-                                                              tags=kind)
+        store.check_writable(uri)
+        self.locks = store.StoreLocks(uri)
+        mlflow.set_tracking_uri(uri)
+        with self.locks.store(), store.quick_connect(uri):
+            try:
+                self.client = MlflowClient(uri)
+                exp = self.client.get_experiment_by_name(experiment)
+                kind = {records.EXPERIMENT_KIND_TAG: records.EXPERIMENT_KIND}
+                if exp is None:
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=store.default_artifact_location(uri), tags=kind)
+                else:
+                    self.experiment_id = exp.experiment_id
+                    if records.EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+                        self.client.set_experiment_tag(self.experiment_id, records.EXPERIMENT_KIND_TAG,
+                                                       records.EXPERIMENT_KIND)
+            except Exception as exc:
+                raise SuiteError(f"cannot open MLflow tracking store {uri} ({exc.__class__.__name__}: "
+                                 f"{_first_line(exc)}); check --tracking-uri") from None
+
+    def job_lock(self, config_hash: str, label: str) -> AbstractContextManager[Path]:
+        """Held while one job trains and is attacked; a second process running it waits (one line)."""
+        return self.locks.job(config_hash, label)
+
+    def close_stale(self, config_hash: str) -> list[str]:
+        """Mark KILLED the runs of ``config_hash`` (training runs and their attack children) left
+        RUNNING by a process that is gone; returns their ids. Call with :meth:`job_lock` held: no
+        live suite process is then running the job, so a RUNNING run of it is stale. On a remote
+        store (locks per machine, ``StoreLocks.shared`` False) they are only reported."""
+        where = f"attributes.status = 'RUNNING' and tags.{records.CONFIG_HASH} = '{config_hash}'"
+        stale = records.search_all(self.client, [self.experiment_id], where)
+        for run in stale:
+            name = run.info.run_name or run.info.run_id
+            if self.locks.shared:
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                print(f"suite: note: run {run.info.run_id} ({name}) was left RUNNING by a process that is gone; "
+                      "marked KILLED (it is not counted; the job's finished work is reused)", file=sys.stderr)
             else:
-                self.experiment_id = exp.experiment_id
-                if records.EXPERIMENT_KIND_TAG not in (exp.tags or {}):
-                    self.client.set_experiment_tag(self.experiment_id, records.EXPERIMENT_KIND_TAG,
-                                                   records.EXPERIMENT_KIND)
-        except Exception as exc:
-            raise SuiteError(f"cannot open MLflow tracking store {uri} ({exc.__class__.__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}); check --tracking-uri") from exc
+                print(f"suite: note: run {run.info.run_id} ({name}) is RUNNING; on a remote store another machine "
+                      "may be running it (not counted unless it finishes)", file=sys.stderr)
+        return [run.info.run_id for run in stale] if self.locks.shared else []
 
     def find_finished(self, config_hash: str) -> RunRecord | None:
         """The latest FINISHED training run (not an attack child run) of ``config_hash``, with its attacks."""
@@ -94,6 +126,14 @@ class Tracker:
 
     def read(self, run_id: str, attacks: Any = None, *, artifacts: bool = True) -> RunRecord:
         return records.read_run(self.client, run_id, attacks, artifacts=artifacts)
+
+    def download_checkpoint(self, run_id: str) -> Path:
+        """The local folder of training run ``run_id``'s ``checkpoint/`` artifact (a one-line error if unreadable)."""
+        try:
+            return Path(self.client.download_artifacts(run_id, records.CHECKPOINT_ARTIFACT))
+        except Exception as exc:  # a store whose artifact folder moved or was deleted
+            raise SuiteError(f"run {run_id}: cannot read its {records.CHECKPOINT_ARTIFACT}/ artifact "
+                             f"({exc.__class__.__name__}: {_first_line(exc)}); re-run the job with --force") from None
 
     def start_training(self, record: RunRecord, run_name: str) -> "RunLogger":
         """Start the training run of ``record`` and log its tags, params, artifacts and dataset inputs."""
@@ -122,6 +162,10 @@ class Tracker:
         return logger.run_id
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0]
+
+
 class RunLogger:
     """Thin wrapper over an active MLflow run; a failed job ends its run as FAILED."""
 
@@ -133,7 +177,9 @@ class RunLogger:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.mlflow.end_run(status="FINISHED" if exc_type is None else "FAILED")
+        interrupted = isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt)
+        status = "FINISHED" if exc_type is None else "KILLED" if interrupted else "FAILED"
+        self.mlflow.end_run(status=status)
 
     def log_payload(self, payload: MlflowPayload, tags: bool = True) -> None:
         if tags:
