@@ -33,7 +33,7 @@ PURPOSE = "training"  # recorded in the settings: training-time caches never mix
 
 def generate(model: TextClassifier, examples: Sequence[Example], attack: str, *, seed: int, cache_root: Path,
              model_state_sha256: str | None = None, query_budget: int | None = None,
-             column_names: Sequence[str] = ("text_a", "text_b"), batch_size: int = 64,
+             column_names: Sequence[str] = ("text_a", "text_b"), batch_size: int | None = None,
              stop_after: int | None = None,
              on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Attack ``examples`` with attack ``attack`` (a name in ``attacks.ATTACKS``); one record per

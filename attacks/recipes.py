@@ -3,14 +3,95 @@ offline variants composed from TextAttack's own parts plus the subclasses in ``t
 
 Every builder is called as ``builder(spec, model_wrapper)`` by :meth:`AttackSpec.build`, after
 the spec's resources are checked and the offline TextAttack environment is prepared.
+
+:func:`build_attack` builds quietly unless the process is verbose (:func:`console_verbose`):
+TextAttack 0.3.11 has things printed while a recipe is built that a normal run hides. NLTK's
+"[nltk_data] Error loading omw-1.4" lines: ``WordSwapWordNet.__init__`` calls
+``nltk.download("omw-1.4")``, which needs NLTK's online index even when the data is present (so
+no local copy can stop it) and prints to the stream nltk bound as ``sys.stderr`` when first
+imported (so swapping ``sys.stderr`` does not reach it). The build therefore writes file
+descriptor 2 to a temporary file, dropped when the build succeeds and copied to stderr when it
+fails. TextAttack's "Unknown if model of class ... compatible with goal function" warning comes
+from logger ``textattack.shared.utils.install``, which TextAttack sets to INFO on import; after
+the build it is set to ERROR (INFO when verbose), for what TextAttack logs while attacking.
 """
 from __future__ import annotations
 
-from typing import Any
+import logging
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from attacks.registry import ATTACKS, AttackSpec
 from attacks.resources import require
 from suite.core.errors import SuiteError
+
+#: TextAttack 0.3.11's logger (own stderr handler, does not propagate; textattack/shared/utils/install.py)
+TEXTATTACK_LOGGER = "textattack.shared.utils.install"
+
+
+def console_verbose() -> bool:
+    """Whether this process shows library output: the ``suite`` logger is enabled for INFO.
+
+    ``suite -v`` sets the root logger to INFO and a normal run to WARNING
+    (``suite.run.console.configure_console``, which this layer may not import). Without it, as in
+    a plain Python session, the root logger's default WARNING means quiet.
+    """
+    return logging.getLogger("suite").isEnabledFor(logging.INFO)
+
+
+def _flush_stderr() -> None:
+    for stream in {id(s): s for s in (sys.stderr, sys.__stderr__) if s is not None}.values():
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or not a real stream
+            pass
+
+
+@contextmanager
+def quiet_textattack(verbose: bool | None = None) -> Iterator[None]:
+    """Hide what TextAttack and NLTK print while the body builds an attack, unless ``verbose``
+    (default: :func:`console_verbose`); see the module docstring. What was written to file
+    descriptor 2 is copied to it if the body raises. Afterwards TextAttack's logger is at ERROR
+    (INFO when verbose) if TextAttack is loaded."""
+    if verbose is None:
+        verbose = console_verbose()
+    saved = None
+    if not verbose:
+        _flush_stderr()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 (closed): nothing reaches a terminal anyway
+            pass
+    if saved is None:
+        try:
+            yield
+        finally:
+            _set_textattack_level(verbose)
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+            _set_textattack_level(verbose)
+            if failed:
+                sink.seek(0)
+                captured = sink.read()
+                if captured:
+                    os.write(2, captured)
+
+
+def _set_textattack_level(verbose: bool) -> None:
+    if TEXTATTACK_LOGGER in sys.modules:  # the logger is configured by importing its module
+        logging.getLogger(TEXTATTACK_LOGGER).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def build_stock(spec: AttackSpec, model_wrapper: Any) -> Any:
@@ -134,7 +215,10 @@ def build_attack(name: str, model_wrapper: Any, query_budget: int | None = None)
     """Build registered attack ``name`` against ``model_wrapper``: (``spec.build(...)``, spec).
 
     Raises ``MissingResourceError`` (one line: which resources, why, how to fix) before any
-    TextAttack code runs when a resource the attack declares is unavailable.
+    TextAttack code runs when a resource the attack declares is unavailable. Built inside
+    :func:`quiet_textattack`: unless the process is verbose, what the build prints is hidden.
     """
     spec = ATTACKS.get(name)
-    return spec.build(model_wrapper, query_budget), spec
+    with quiet_textattack():
+        attack = spec.build(model_wrapper, query_budget)
+    return attack, spec

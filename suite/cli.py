@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
-import traceback
-from typing import Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from suite.core.errors import SuiteError
+from suite.run.parallel import ATTACK_ENGINES, DEFAULT_ATTACK_ENGINE, JobOptions, JobOutcome, available_cores
+
+if TYPE_CHECKING:
+    from suite.run.config import Job
+    from suite.run.tracking import Tracker
 
 KINDS = ("defenses", "attacks", "datasets", "backbones", "profiles", "check-sets")
 
@@ -39,6 +42,7 @@ def _bounded_int(minimum: int, fix: str = "") -> Callable[[str], int]:
 
 SEED = _bounded_int(0)
 QUERY_BUDGET = _bounded_int(1, " (omit it for no limit)")
+JOBS = _bounded_int(1)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -75,11 +79,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from suite.run.config import load_profile
-    from suite.run.runner import expand_jobs, run_job
+    from suite.run.parallel import core_budget
+    from suite.run.runner import expand_jobs
 
     if not (args.all or args.defense or args.dataset or args.backbone):
         raise SuiteError("suite run: nothing selected; pass --all for the whole profile grid, or pick cells "
                          "with --defense / --dataset / --backbone")
+    budget = core_budget(args.jobs, args.workers, available_cores())  # before anything is loaded or trained
     from attacks import ATTACKS
 
     profile = load_profile(args.profile)
@@ -89,34 +95,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         rows = [(j.defense, j.dataset, j.backbone, j.seed, j.train.epochs, j.train.batch_size, j.train.lr)
                 for j in jobs]
-        print(f"profile {profile.name} v{profile.version}: {len(jobs)} job(s)")
+        print(f"profile {profile.name} v{profile.version}: {len(jobs)} job(s); {budget.describe()}")
         print(tabulate(rows, headers=["defense", "dataset", "backbone", "seed", "epochs", "batch", "lr"]))
         return 0
     from suite.run.tracking import Tracker
 
+    # opened (and a new store migrated, its experiment created) here, before any --jobs worker opens it
     tracker = Tracker(args.tracking_uri, experiment=args.experiment or f"suite-{profile.name}")
-    results, failures = [], []
-    for i, job in enumerate(jobs, 1):
-        print(f"[{i}/{len(jobs)}] {job.label}", file=sys.stderr, flush=True)
-        try:
-            result = run_job(job, tracker, force=args.force, attacks=[] if args.no_attack else args.attack,
-                             query_budget=args.query_budget)
-        except SuiteError as exc:  # keep going: finished jobs are already logged
-            failures.append((job.label, str(exc)))
-            print(f"suite: error: {job.label}: {exc}", file=sys.stderr)
-            continue
-        except Exception as exc:  # a bug or the machine (disk full): this job failed, the grid goes on
-            from suite.run.failures import failure_line
-
-            failures.append((job.label, failure_line(exc)))
-            print(f"suite: error: {job.label}: {failure_line(exc)}", file=sys.stderr)
-            if args.verbose:
-                traceback.print_exc()
-            continue
-        status = "training skipped (identical finished job: config hash match)" if result.skipped else "done"
-        print(f"[{i}/{len(jobs)}] {job.label}: {status}; run {result.run_id}", file=sys.stderr, flush=True)
-        results.append(result)
-        failures.extend((f"{job.label} attack", err) for err in result.attack_errors)
+    chosen_attacks = () if args.no_attack else tuple(args.attack) if args.attack else None  # None: the profile's
+    options = JobOptions(force=args.force, attacks=chosen_attacks, query_budget=args.query_budget,
+                         workers=budget.workers, attack_engine=args.attack_engine)
+    parallel = min(budget.jobs, len(jobs))
+    outcomes = _run_grid(jobs, tracker, options, parallel, args.verbose)
+    results = [o.result for o in outcomes if o.result is not None]
+    failures = []
+    for o in outcomes:  # grid order
+        if o.result is None:
+            failures.append((o.job.label, o.error or "failed"))
+        else:
+            failures.extend((f"{o.job.label} attack", err) for err in o.result.attack_errors)
     attack_names = sorted({k.rsplit(".", 1)[0] for r in results for k in r.metrics if k.endswith(".aua")})
     accuracy_only = sorted({k.rsplit(".", 1)[0] for r in results for k in r.metrics
                             if k.endswith(".accuracy") and k != "clean_accuracy"})
@@ -136,6 +133,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(failures)} job(s) failed: " + "; ".join(f"{label}: {msg}" for label, msg in failures), file=sys.stderr)
         return 1
     return 0
+
+
+def _run_grid(jobs: Sequence["Job"], tracker: "Tracker", options: JobOptions, parallel: int,
+              verbose: bool) -> list[JobOutcome]:
+    """Run the grid (``parallel`` jobs at once), printing one line as each job starts and ends;
+    with ``--jobs`` > 1 also one progress bar over the jobs (the workers show none of their own)."""
+    from suite.run.parallel import run_jobs
+
+    total = len(jobs)
+    bar = None
+    if parallel > 1:
+        from tqdm.auto import tqdm
+
+        print(f"suite: running {total} jobs, {parallel} at once, each in its own process", file=sys.stderr, flush=True)
+        bar = tqdm(total=total, desc=f"jobs ({parallel} at once)", unit="job", file=sys.stderr)
+
+    def say(line: str) -> None:
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def on_start(index: int, job: "Job") -> None:
+        say(f"[{index + 1}/{total}] {job.label}")
+
+    def on_finish(outcome: JobOutcome) -> None:
+        where = f"[{outcome.index + 1}/{total}] {outcome.job.label}"
+        if outcome.result is None:  # keep going: finished jobs are already logged
+            say(f"suite: error: {outcome.job.label}: {outcome.error}")
+            if verbose and outcome.detail:
+                say(outcome.detail.rstrip())
+        else:
+            result = outcome.result
+            status = "training skipped (identical finished job: config hash match)" if result.skipped else "done"
+            say(f"{where}: {status}; run {result.run_id}")
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        return run_jobs(jobs, tracker, options, parallel=parallel, verbose=verbose, on_start=on_start,
+                        on_finish=on_finish)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -180,7 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.add_argument("kind", nargs="?", choices=KINDS)
     p_list.set_defaults(func=_cmd_list)
 
-    p_run = sub.add_parser("run", help="train (and evaluate) defenses under a profile")
+    p_run = sub.add_parser(
+        "run", help="train (and evaluate) defenses under a profile",
+        epilog="Core budget: --jobs J runs J jobs of the grid at once, each in its own process with one torch "
+               "thread (unless the profile sets train.cpu_threads), and each job attacks with --workers W "
+               "processes; J x W may not exceed the cores this process may use "
+               f"({available_cores()} here). Without --workers, W = max(1, cores // J). --workers changes only "
+               "the wall time (the same records for any W); so does --jobs where the profile pins "
+               "train.cpu_threads (the smoke profile does: a serial run otherwise uses torch's default thread "
+               "count).")
     p_run.add_argument("--profile", default="smoke", help="profile name or YAML path (default: smoke)")
     p_run.add_argument("--defense", action="append", help="defense to run (repeatable; default: the profile's)")
     p_run.add_argument("--dataset", action="append", help="dataset (repeatable)")
@@ -192,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--attack", action="append", help="attack to run after training (repeatable; default: the profile's)")
     attack.add_argument("--no-attack", action="store_true", help="train only")
     p_run.add_argument("--query-budget", type=QUERY_BUDGET, help="maximum model queries per attacked example (default: unlimited)")
+    p_run.add_argument("--jobs", type=JOBS, metavar="N",
+                       help="run N jobs of the grid at once, each in its own process (default: 1, one after "
+                            "another in this process); see the core budget below")
+    p_run.add_argument("--workers", type=JOBS, metavar="N",
+                       help="processes attacking one model's attack set in parallel (default: cores // --jobs, "
+                            "at least 1); records and metrics are the same for any N")
+    p_run.add_argument("--attack-engine", choices=ATTACK_ENGINES, default=DEFAULT_ATTACK_ENGINE,
+                       help="run TextAttack recipes on the suite's fast engine (same records as stock TextAttack; "
+                            "a recipe it does not cover falls back to stock with a one-line note) or on stock "
+                            f"TextAttack (default: {DEFAULT_ATTACK_ENGINE})")
     p_run.add_argument("--force", action="store_true", help="re-train jobs that already finished")
     p_run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db)")
     p_run.add_argument("--experiment", help="MLflow experiment name (default: suite-<profile>)")
@@ -218,10 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for noisy in ("sentence_transformers", "mlflow", "textattack", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from suite.run.console import configure_console
+
+    configure_console(args.verbose)  # logging levels and warning filters; every --jobs worker does the same
     try:
         return int(args.func(args) or 0)
     except SuiteError as exc:

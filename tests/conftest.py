@@ -72,6 +72,17 @@ def resources(mirror: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def resource_mirror(mirror: Path) -> Path:
+    """The resource mirror with the files the offline variants read; skip if absent."""
+    path = _mirror_dir("SUITE_RESOURCES_DIR", "resources")
+    needed = ["nltk_data/MANIFEST.json", "counterfitted_neighbors/counterfitted_neighbors.json.gz",
+              "textattack/intentional_homoglyphs.txt"]
+    if not all((path / n).is_file() for n in needed):
+        pytest.skip(f"resource mirror at {path} lacks one of {needed}: set SUITE_RESOURCES_DIR")
+    return path
+
+
 def write_split(path: Path, rows: list[dict[str, Any]]) -> str:
     """Write ``rows`` as gzipped JSON lines; return the file's sha256."""
     with gzip.open(path, "wt", encoding="utf-8") as fh:

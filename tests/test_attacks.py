@@ -49,17 +49,6 @@ def _attack_env(module_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     return module_cache
 
 
-@pytest.fixture
-def resource_mirror(mirror: Path) -> Path:
-    """The resource mirror with the files the offline variants read; skip if absent."""
-    path = _mirror_dir("SUITE_RESOURCES_DIR", "resources")
-    needed = ["nltk_data/MANIFEST.json", "counterfitted_neighbors/counterfitted_neighbors.json.gz",
-              "textattack/intentional_homoglyphs.txt"]
-    if not all((path / n).is_file() for n in needed):
-        pytest.skip(f"resource mirror at {path} lacks one of {needed}: set SUITE_RESOURCES_DIR")
-    return path
-
-
 def _need_debian_wordnet() -> None:
     folder, why = res.wordnet_dict_dir()
     if folder is None:

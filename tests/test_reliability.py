@@ -469,7 +469,7 @@ def _fake_textattack(monkeypatch: pytest.MonkeyPatch) -> None:
 
     attack = types.SimpleNamespace(attack=lambda text, label: result(text), __str__=lambda: "fake")
     spec = types.SimpleNamespace(name="pwws")
-    monkeypatch.setattr(evaluation, "prepare_attack", lambda name, model, budget, batch: (attack, spec, {"a": 1}))
+    monkeypatch.setattr(evaluation, "prepare_attack", lambda name, model, budget, batch, **_: (attack, spec, {"a": 1}))
     monkeypatch.setattr(evaluation, "_result_type", lambda r: "failed")
 
 

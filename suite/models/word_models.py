@@ -45,12 +45,10 @@ class WordLevelClassifier(TextClassifier):
 
     def encode(self, texts: Sequence[tuple[str, ...]]) -> Batch:
         """Pad/truncate every text to ``max_length`` (FLAT: fixed mini-batch sentence length)."""
-        ids = torch.zeros(len(texts), self.max_length, dtype=torch.long)
-        lengths = torch.zeros(len(texts), dtype=torch.long)
-        for row, parts in enumerate(texts):
-            tok = self.vocab.ids(" ".join(parts), self.max_length)
-            ids[row, : len(tok)] = torch.tensor(tok)
-            lengths[row] = len(tok)
+        rows = [self.vocab.ids(" ".join(parts), self.max_length) for parts in texts]
+        ids = torch.tensor([tok + [0] * (self.max_length - len(tok)) for tok in rows], dtype=torch.long)
+        ids = ids.reshape(len(texts), self.max_length)
+        lengths = torch.tensor([len(tok) for tok in rows], dtype=torch.long)
         mask = (torch.arange(self.max_length)[None, :] < lengths[:, None]).long()
         return {"input_ids": ids, "attention_mask": mask}
 

@@ -23,8 +23,13 @@ log = logging.getLogger(__name__)
 
 def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: Sequence[Example],
                    attack_set: AttackSet, attacks: Sequence[str], checkpoint_sha256: str, seed: int,
-                   column_names: Sequence[str], dataset: str, query_budget: int | None = None) -> tuple[dict[str, float], list[str]]:
+                   column_names: Sequence[str], dataset: str, query_budget: int | None = None, *,
+                   workers: int = 1, engine: str = "fast") -> tuple[dict[str, float], list[str]]:
     """Run each attack; returns (its metrics ``<attack>.<key>``, one error line per attack that could not run).
+
+    TextAttack-kind attacks run on ``engine`` ("fast": the suite's engine, "textattack": stock)
+    in ``workers`` processes (``attacks.evaluation.run_attack``); native ones (k-PGD, AdvGLUE)
+    are evaluated by their spec, in this process.
 
     An attack that fails (e.g. a missing resource) is reported and the others still run; the
     training run ``run_id`` is only read. An attack whose configuration hash the run already
@@ -50,7 +55,8 @@ def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: S
                 metrics, attack_hash, summary, examples_out = spec.evaluate(model, examples, dataset)
             else:
                 metrics, attack_hash, summary, examples_out = _textattack(
-                    name, model, examples, seed, checkpoint_sha256, attack_set.sha256, query_budget, column_names)
+                    name, model, examples, seed, checkpoint_sha256, attack_set.sha256, query_budget, column_names,
+                    workers=workers, engine=engine)
         except Exception as exc:  # a SuiteError, a full disk under the attack cache, a bug: the next attack runs
             _attack_failed(name, exc, errors)
             continue
@@ -79,12 +85,13 @@ def _attack_failed(name: str, exc: Exception, errors: list[str]) -> None:
 
 
 def _textattack(name: str, model: TextClassifier, examples: Sequence[Example], seed: int, checkpoint_sha256: str,
-                attack_set_sha256: str, query_budget: int | None, column_names: Sequence[str]) -> tuple[Any, ...]:
+                attack_set_sha256: str, query_budget: int | None, column_names: Sequence[str], *,
+                workers: int = 1, engine: str = "fast") -> tuple[Any, ...]:
     from attacks.evaluation import run_attack
 
     outcome = run_attack(name, model, examples, seed=seed, cache_root=attack_cache_root(),
                          checkpoint_sha256=checkpoint_sha256, attack_set_sha256=attack_set_sha256,
-                         query_budget=query_budget, column_names=column_names)
+                         query_budget=query_budget, column_names=column_names, engine=engine, workers=workers)
     m = outcome.metrics
     seconds = sum(r["seconds"] for r in outcome.records)
     metrics = AttackRecord.textattack_metrics(aua=m.accuracy_under_attack, suc=m.attack_success_rate,

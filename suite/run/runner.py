@@ -127,12 +127,14 @@ def data_digests(splits: ProtocolSplits) -> dict[str, str]:
 
 
 def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[str] | None = None,
-            query_budget: int | None = None) -> JobResult:
+            query_budget: int | None = None, workers: int = 1, attack_engine: str = "fast") -> JobResult:
     """Train ``job``'s defense, measure Clean% on the test split, attack it, log to MLflow.
 
     An identical job (same config hash, same data digests) that already FINISHED is not
     trained again unless ``force``; its checkpoint is attacked with any attack not yet run
     (finished examples come from the per-example cache). ``attacks`` defaults to the profile's.
+    ``workers`` processes attack each TextAttack-kind attack set and ``attack_engine`` runs it
+    (``attacks.evaluation.run_attack``): neither changes a record, so neither is in the config hash.
 
     The job's lock (``Tracker.job_lock``, per config hash) is held from the check for a finished
     run to the last attack: a second process running the same job waits, then reuses the run.
@@ -155,12 +157,13 @@ def run_job(job: Job, tracker: Tracker, force: bool = False, attacks: Sequence[s
     with tracker.job_lock(config_hash, job.label):  # an identical process waits here, then reuses the run
         tracker.close_stale(config_hash)  # RUNNING runs of the job: no live process holds its lock
         return _run_locked(job, tracker, force, attacks, query_budget, splits, digests, config_hash, device,
-                           attack_set, column_names)
+                           attack_set, column_names, workers, attack_engine)
 
 
 def _run_locked(job: Job, tracker: Tracker, force: bool, attacks: list[str], query_budget: int | None,
                 splits: ProtocolSplits, digests: dict[str, str], config_hash: str, device: torch.device,
-                attack_set: Any, column_names: Sequence[str]) -> JobResult:
+                attack_set: Any, column_names: Sequence[str], workers: int = 1,
+                attack_engine: str = "fast") -> JobResult:
     """``run_job`` with the job's lock held: reuse its finished run (attacking it with any attack
     not yet run), or train it, then attack it."""
     if not force:
@@ -171,7 +174,8 @@ def _run_locked(job: Job, tracker: Tracker, force: bool, attacks: list[str], que
                 model, checkpoint_sha = checkpoint_of(tracker, done, device)
                 logged, result.attack_errors = attack_and_log(
                     tracker, result.run_id, model, splits.test, attack_set, attacks, checkpoint_sha,
-                    job.protocol.attack_set_seed, column_names, job.dataset, query_budget)
+                    job.protocol.attack_set_seed, column_names, job.dataset, query_budget,
+                    workers=workers, engine=attack_engine)
                 result.metrics.update(logged)
             return result
 
@@ -216,6 +220,7 @@ def _run_locked(job: Job, tracker: Tracker, force: bool, attacks: list[str], que
     if attacks:  # after the training run is closed: a failing attack cannot undo it
         logged, result.attack_errors = attack_and_log(
             tracker, result.run_id, model, splits.test, attack_set, attacks, checkpoint_sha,
-            job.protocol.attack_set_seed, column_names, job.dataset, query_budget)
+            job.protocol.attack_set_seed, column_names, job.dataset, query_budget,
+            workers=workers, engine=attack_engine)
         result.metrics.update(logged)
     return result
