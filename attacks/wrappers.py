@@ -91,17 +91,15 @@ class SuiteModelWrapper(ModelWrapper):
         fixed_width = _fixed_width(self.model)
         arrays = [v.numpy() for _, v in sorted(encoded.items())]
         unique: dict[tuple[int, bytes], int] = {}  # (length, row bytes) -> unique row number
-        row_of = []
+        row_of = []  # text -> its unique row number
+        groups: dict[int, list[int]] = {}  # length -> the first text of each of its unique rows
         for i, length in enumerate(lengths):
             width = mask.shape[1] if fixed_width else length
             key = (length, b"".join(a[i, :width].tobytes() for a in arrays))
-            row_of.append(unique.setdefault(key, len(unique)))
-        firsts: dict[int, int] = {}
-        for i, u in enumerate(row_of):
-            firsts.setdefault(u, i)
-        groups: dict[int, list[int]] = {}  # length -> unique rows (their first occurrence)
-        for u, i in firsts.items():
-            groups.setdefault(lengths[i], []).append(i)
+            if key not in unique:
+                unique[key] = len(unique)
+                groups.setdefault(length, []).append(i)
+            row_of.append(unique[key])
         logits: dict[int, torch.Tensor] = {}
         device = self.model.device
         for length, members in sorted(groups.items()):

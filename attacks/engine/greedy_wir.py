@@ -21,7 +21,7 @@ stock TextAttack from the same RNG state.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -297,4 +297,4 @@ def score_initial(goal: GoalEmulator, text: str) -> Scored:
     return results[0]
 
 
-__all__: Sequence[str] = ("GreedyWIRSearch", "score_initial")
+__all__ = ("GreedyWIRSearch", "score_initial")

@@ -28,10 +28,10 @@ def wrapper_is_batch_invariant(wrapper: Any) -> bool:
         return False
     verdicts = _VERDICTS.setdefault(model, {})
     if wrapper.batch_size not in verdicts:
-        rows = wrapper.rows
+        counters = wrapper.queries, wrapper.rows, wrapper.seconds
         verdicts[wrapper.batch_size] = scores_are_batch_invariant(
             wrapper, probe_texts(model, per_length=wrapper.batch_size + 3))
-        wrapper.rows = rows  # probe rows are not the attack's
+        wrapper.queries, wrapper.rows, wrapper.seconds = counters  # the probe's texts are not the attack's
     return verdicts[wrapper.batch_size]
 
 
