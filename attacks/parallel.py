@@ -88,6 +88,9 @@ class WorkerJob:
     device: str = "cpu"
     env: dict[str, str] = field(default_factory=dict)
     console: "ConsoleState | None" = None
+    # modules that define the model's classes (a defense's wrapper registers itself on import:
+    # ``suite.models.wrapped``), imported by name before the worker loads the model
+    model_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,8 @@ def _worker(job: WorkerJob, tasks: Any, results: Any) -> None:
             from attacks.resources import prepare_textattack_env
             from suite.models.loading import load_classifier
 
+            for module in job.model_modules:
+                importlib.import_module(module)
             model = load_classifier(Path(job.model_folder), job.device, sha256=job.model_sha256,
                                     fix="the parent's temporary copy of the model changed; re-run the attack")
             prepare_textattack_env()
@@ -222,6 +227,17 @@ def _worker(job: WorkerJob, tasks: Any, results: Any) -> None:
         results.put(("error", os.getpid(), str(exc)))
     except Exception as exc:  # one line to the parent, which stops the pool
         results.put(("error", os.getpid(), f"{type(exc).__name__}: {exc}{_where(exc)}"))
+
+
+def model_modules(model: Any) -> tuple[str, ...]:
+    """The modules defining ``model`` and the models it wraps (``.inner``), outside ``suite.models``."""
+    found: list[str] = []
+    while model is not None:
+        name = type(model).__module__
+        if not name.startswith("suite.models") and name not in found:
+            found.append(name)
+        model = getattr(model, "inner", None)
+    return tuple(found)
 
 
 def _death(process: Any) -> str:
@@ -283,7 +299,7 @@ def attack_in_workers(job: WorkerJob, model: "TextClassifier", examples: Sequenc
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="suite-attack-model-")))
         model.save(tmp)
         job = replace(job, model_folder=str(tmp), model_sha256=sha256_of(tmp / WEIGHTS), device=str(model.device),
-                      env=worker_env(), console=ConsoleState.capture())
+                      env=worker_env(), console=ConsoleState.capture(), model_modules=model_modules(model))
         spawned = workers - 1 if local is not None else workers  # with ``local`` this process is one of them
         procs.extend(ctx.Process(target=_worker, args=(job, tasks, results), name=f"suite-attack-worker-{i}",
                                  daemon=True) for i in range(max(1, min(spawned, len(todo)))))  # no idle worker
@@ -358,12 +374,16 @@ def attack_in_workers(job: WorkerJob, model: "TextClassifier", examples: Sequenc
                                          else "the worker processes exited early") from None
                     continue
                 handle(message)
+            for _ in procs:  # done: every worker gets a stop and exits on its own (cleanly: a worker's
+                tasks.put(None)  # own semaphores, e.g. tqdm's lock, would leak if it were terminated)
+            for process in procs:
+                process.join(JOIN_S)
         finally:
             torch.set_num_threads(threads)
             bar.close()
             for process in procs:
                 if process.is_alive():
-                    process.terminate()  # done, failed or interrupted: a worker still starting is not needed
+                    process.terminate()  # failed or interrupted: a worker still starting is not needed
             for process in procs:
                 if process.pid is not None:  # started
                     process.join(JOIN_S)

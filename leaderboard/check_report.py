@@ -5,7 +5,7 @@ Pure functions over plain numbers (no MLflow, no training), so every rule is uni
 hand-made values. ``suite.run.check`` runs the jobs and feeds the reproduced cells in here.
 
 A *cell* is one reproduced number: ``<profile>/<dataset>/<backbone>/<defense>/<metric>`` with
-``metric`` = ``clean`` or ``<attack>.<aua|suc|queries|cosine|euclidean>``, the mean over the seeds
+``metric`` = ``clean`` or ``<attack>.<aua|suc|queries|cosine|euclidean|kendall_tau|topk_intersection>`` (the last two: IG), the mean over the seeds
 that ran. Published comparisons use the leaderboard's rules and tolerances
 (``leaderboard.compare``, ``leaderboard/tolerances.yaml``); reference comparisons use the check
 set's ``reference_tolerances``.
@@ -33,7 +33,7 @@ from suite.core.errors import SuiteError
 REFERENCE_SCHEMA = "suite-check-reference/1"
 # Metrics a reference records and compares (leaderboard names); epoch time is hardware-bound
 # and never compared.
-REFERENCE_METRICS = ("clean", "aua", "suc", "queries", "cosine", "euclidean")
+REFERENCE_METRICS = ("clean", "aua", "suc", "queries", "cosine", "euclidean", "kendall_tau", "topk_intersection")
 MATCHES = "matches"
 EXACT, CROSS_MACHINE = "exact", "cross-machine"
 # Units of the cross-machine tolerances: accuracies in examples (of the count that is the metric's
@@ -217,9 +217,15 @@ def reference_row(rep: Reproduced, reference: Mapping[str, Any], where: str, tol
 # --- published comparisons -------------------------------------------------------------------------
 
 def published_rows(rep: Reproduced, deviations: Sequence[KnownDeviation], tolerances: Mapping[str, float],
-                   used: set[int] | None = None) -> list[Row]:
+                   used: set[int] | None = None, reference: Mapping[str, Any] | None = None,
+                   cross_machine: Mapping[str, float] | None = None) -> list[Row]:
     """One row per published value beside ``rep`` (``rep.published``); ``used`` collects the
-    indexes of the ``deviations`` that matched a row."""
+    indexes of the ``deviations`` that matched a row.
+
+    A known deviation holds while the reproduced value stays where it was declared: within the
+    reference tolerance on the fingerprint that wrote ``reference`` (or without one), else within
+    the cross-machine tolerance; where that is undefined for the metric, its drift is not judged
+    on this machine (shown, not failed)."""
     if not rep.published:
         if rep.base_metric not in REFERENCE_METRICS:
             return []  # epoch time etc.: nothing published, nothing to say
@@ -241,11 +247,27 @@ def published_rows(rep: Reproduced, deviations: Sequence[KnownDeviation], tolera
             continue
         if used is not None:
             used.add(index)
-        rows.append(_known_row(rep, prow, deviations[index], tolerances.get(rep.base_metric, 0.0)))
+        drift_tol: float | None = tolerances.get(rep.base_metric, 0.0)
+        why = ""
+        if reference is not None and _foreign(reference, rep):
+            drift_tol, why = cross_machine_tolerance(rep, reference, cross_machine or {})
+        rows.append(_known_row(rep, prow, deviations[index], drift_tol, why))
     return rows
 
 
-def _known_row(rep: Reproduced, prow: Mapping[str, Any], dev: KnownDeviation, ref_tol: float) -> Row:
+def _foreign(reference: Mapping[str, Any], rep: Reproduced) -> bool:
+    """Whether a reference run of ``rep``'s cell was written on another fingerprint than a seed's run."""
+    runs = reference.get("runs", {})
+    for seed in rep.seeds:
+        ref_fp = runs.get(run_key(rep.dataset, rep.backbone, rep.defense, seed), {}).get("fingerprint")
+        got = rep.fingerprints.get(seed)
+        if ref_fp and got and ref_fp != got:
+            return True
+    return False
+
+
+def _known_row(rep: Reproduced, prow: Mapping[str, Any], dev: KnownDeviation, ref_tol: float | None,
+               why: str = "") -> Row:
     against = f"{prow['paper']} {prow['table']}"
     value, diff, tol, status = prow["value"], prow.get("diff"), prow.get("tolerance"), prow["status"]
 
@@ -258,6 +280,9 @@ def _known_row(rep: Reproduced, prow: Mapping[str, Any], dev: KnownDeviation, re
                    f"is {declared_diff:+.6g} from the published {value:g}, but it declares {dev.difference:+g}", True)
     assert rep.mean is not None  # compare() marks a cell without a value not comparable
     moved = rep.mean - dev.reproduced
+    if ref_tol is None:  # another machine and no cross-machine tolerance for the metric
+        return row(f"{status} (known: {dev.reason}; drift from the declared {dev.reproduced:g} not judged on this "
+                   f"machine: {why})", False)
     if abs(moved) > ref_tol + _EPS:
         return row(f"{status}; DRIFTED from the known deviation ({dev.reason}): declared reproduced "
                    f"{dev.reproduced:g}, now {rep.mean:g} ({moved:+.6g}); re-measure and update the declaration", True)

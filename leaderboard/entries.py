@@ -30,9 +30,17 @@ RUN_METRICS = {records.CLEAN_ACCURACY: "clean", records.MEAN_EPOCH_TIME: "epoch_
 # Per-attack metric keys -> leaderboard metric. ``accuracy`` is what k-PGD (accuracy under the
 # embedding-space attack) and AdvGLUE (accuracy on adversarial inputs) log: accuracy under attack.
 ATTACK_METRICS = {"aua": "aua", "suc": "suc", "queries": "queries", "accuracy": "aua",
-                  "cosine": "cosine", "euclidean": "euclidean"}
+                  "cosine": "cosine", "euclidean": "euclidean",
+                  records.KENDALL_TAU: records.KENDALL_TAU, records.TOPK_INTERSECTION: records.TOPK_INTERSECTION}
+# Interpretation consistency (FLAT §5.2, suite.core.records.interpretation_metric): attack-run key ->
+# (leaderboard metric, interpretation method). The published cells state their method (and k, and
+# LIME's number of pairs) as settings, which the cell's must match (leaderboard.compare).
+INTERPRETATION_METRICS = {records.interpretation_metric(key, method): (key, method)
+                          for key in (records.KENDALL_TAU, records.TOPK_INTERSECTION)
+                          for method in records.INTERPRETATION_SUFFIX}
 # Metrics set beside published values; the others are recorded only.
-COMPARED = ("clean", "epoch_time", "aua", "suc", "queries", "cosine", "euclidean")
+COMPARED = ("clean", "epoch_time", "aua", "suc", "queries", "cosine", "euclidean",
+            records.KENDALL_TAU, records.TOPK_INTERSECTION)
 UNITS = {"clean": "%", "aua": "%", "suc": "%", "best_validation": "%", "queries": "queries", "epoch_time": "s",
          "attack_seconds": "s", "clean_attacked_set": "%"}
 # Runs that predate the run record's training-attack tag: defense-config keys that name a discrete training attack
@@ -150,6 +158,25 @@ def _attack_settings(run: RunRecord, attack: str) -> dict[str, Any] | None:
     return out
 
 
+def _metric_settings(key: str, settings: Mapping[str, Any] | None, runs: Sequence[RunRecord],
+                     attack: str) -> Mapping[str, Any] | None:
+    """The settings a metric was measured with: the attack's, plus for an interpretation metric its
+    method, k (top-k) and LIME's number of pairs, from the runs' interpretation settings (None when
+    the runs disagree on them)."""
+    if key not in INTERPRETATION_METRICS or settings is None:
+        return settings
+    name, method = INTERPRETATION_METRICS[key]
+    configs = [((r.attack_summaries.get(attack) or {}).get("settings") or {}).get("interpretation") for r in runs]
+    if not configs or any(c != configs[0] or not isinstance(c, Mapping) for c in configs):
+        return None
+    extra: dict[str, Any] = {"interpretation": method}
+    if name == records.TOPK_INTERSECTION:
+        extra["k"] = configs[0].get("k")
+    if method == "lime":
+        extra["lime_pairs"] = configs[0].get("lime_pairs")
+    return {**settings, **extra}
+
+
 def _attack_info(runs: Sequence[RunRecord], attack: str) -> dict[str, Any]:
     having = [r for r in runs if r.attack_hash(attack) is not None]
     variants = sorted({r.attack_variant(attack) for r in having})
@@ -207,11 +234,12 @@ def build_entry(runs: Sequence[RunRecord], published: Sequence[PublishedLike], p
         attack_metrics = {}
         for key in keys:
             name = ATTACK_METRICS.get(key, key)
+            metric = INTERPRETATION_METRICS[key][0] if key in INTERPRETATION_METRICS else name
             stat = aggregate([(seed, m[key]) for seed, m in per_run if key in m], UNITS.get(name))
-            if name in COMPARED:
-                cell = Cell(**cell_base, metric=name, eval_attack=attack, compared_as=info["compared_as"],
+            if metric in COMPARED:
+                cell = Cell(**cell_base, metric=metric, eval_attack=attack, compared_as=info["compared_as"],
                             attack_variant=info["variant"], attack_substitutions=tuple(info["substitutions"]),
-                            attack_settings=info["settings"])
+                            attack_settings=_metric_settings(key, info["settings"], kept, attack))
                 stat = _with_published(stat, cell, published, policy, summary)
             attack_metrics[name] = stat
         attacks[attack] = {**info, "metrics": attack_metrics}

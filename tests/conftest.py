@@ -169,3 +169,14 @@ def finished_smoke_run(workdir: Path):
         return run, client
 
     return load
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test at one torch thread (the profiles' ``cpu_threads: 1``), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -214,10 +214,14 @@ def test_load_reference_errors(tmp_path: Path) -> None:
 
 def test_ci_check_set_as_specified() -> None:
     ci = load_check_set("ci")
-    anchor, smoke = ci.items
+    anchor, flat_trec, smoke = ci.items
     assert (anchor.profile, anchor.defenses, anchor.datasets, anchor.backbones, anchor.seeds, anchor.attacks) == (
         "cpu", ("finetune",), ("sst2_sentence", "trec"), ("cnn",), (0,), ("pwws",))
     assert set(anchor.against) == {"published", "reference"}
+    # FLAT's CNN trec "-adv(PWWS)" and "-FLAT (PWWS)" against Tables 2-3 and their references
+    assert (flat_trec.profile, flat_trec.defenses, flat_trec.datasets, flat_trec.backbones, flat_trec.attacks) == (
+        "cpu", ("adv-aug", "flat"), ("trec",), ("cnn",), ("pwws",))
+    assert set(flat_trec.against) == {"published", "reference"}
     assert smoke.profile == "smoke" and smoke.all_defenses and smoke.against == ("reference",)
     assert smoke.attacks == ("pwws", "deepwordbug") and smoke.backbones == ("cnn",)
     assert all(v <= 1e-6 for v in ci.reference_tolerances.values())

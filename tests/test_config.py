@@ -215,9 +215,10 @@ def test_committed_profiles_load_and_expand() -> None:
         assert 0 < len(jobs) <= n and (len(jobs) == n or profile.grid)
         assert len({j.config_hash() for j in jobs}) == len(jobs)  # every cell is a distinct job
         sizes[name] = len(jobs)
-    # smoke: 13 defenses x (cnn, minilm-l6) on sst2_sentence + finetune on the other 4 cells;
-    # cpu: FLAT anchor 2 x 2 + MiniLM sst2_sentence 1 + MiniLM sst2 x 7 defenses, 3 seeds each
-    assert sizes == {"smoke": 13 * 2 + 4, "cpu": (4 + 1 + 7) * 3, "paper": 72}
+    # smoke: 16 defenses x (cnn, minilm-l6) on sst2_sentence + finetune on the other 4 cells;
+    # cpu: FLAT anchor 2 x 2 x (finetune, adv-aug, flat) + MiniLM sst2_sentence 1 + MiniLM sst2 x 7
+    # defenses, 3 seeds each
+    assert sizes == {"smoke": 16 * 2 + 4, "cpu": (4 * 3 + 1 + 7) * 3, "paper": 72}
 
 
 # --- nested settings (a defense's perturbation) -----------------------------------------------------------
@@ -315,7 +316,7 @@ def test_cli_dry_run_prints_the_grid(capsys: pytest.CaptureFixture[str]) -> None
     code = main(["run", "--profile", "smoke", "--all", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "profile smoke v1: 30 job(s)" in out
+    assert "profile smoke v1: 36 job(s)" in out
     lines = [line for line in out.splitlines() if line.startswith("finetune ")]
     assert len(lines) == 6  # finetune on every dataset x backbone
     assert any("trec" in line and "lstm" in line for line in lines)
@@ -502,3 +503,19 @@ def test_cli_numbers_are_checked_by_argparse(argv, message, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert err == f"suite: error: suite run: {message}; see 'suite run --help'\n"
+
+
+def test_interpretation_settings_are_typed_and_stay_out_of_the_model_hash(tmp_path: Path) -> None:
+    body = GOOD + "    interpretation: {methods: [ig, lime], attacks: [pwws], lime_pairs: 7}\n"
+    profile = load_profile(write_profile(tmp_path, body))
+    assert profile.interpretation.methods == ("ig", "lime") and profile.interpretation.lime_pairs == 7
+    assert profile.interpretation.applies("pwws") and not profile.interpretation.applies("deepwordbug")
+    job = expand_jobs(profile)[0]
+    assert job.interpretation == profile.interpretation
+    plain = expand_jobs(load_profile(write_profile(tmp_path, GOOD)))[0]
+    assert not plain.interpretation.enabled
+    assert job.config_hash(DIGESTS) == plain.config_hash(DIGESTS)  # the trained model is the same
+    with pytest.raises(SuiteError, match=r"interpretation.*methods.*'shap' not one of ig, lime"):
+        load_profile(write_profile(tmp_path, GOOD + "    interpretation: {methods: [shap]}\n"))
+    with pytest.raises(SuiteError, match=r"interpretation.*k"):
+        load_profile(write_profile(tmp_path, GOOD + "    interpretation: {methods: [ig], k: 0}\n"))

@@ -149,7 +149,7 @@ def test_matching_cell_is_compared(policy) -> None:
     (cell(), pub(paper="wetar2023"), "not declared to follow wetar2023's protocol"),
     (cell(metric="epoch_time", eval_attack="none", compared_as="none"), pub(metric="epoch_time", eval_attack="none"),
      "wall time per epoch depends on the hardware"),
-    (cell(metric="flips"), pub(metric="flips"), "no tolerance for metric flips in tolerances v2"),
+    (cell(metric="flips"), pub(metric="flips"), "no tolerance for metric flips in tolerances v3"),
     (cell(attack_settings={"query_budget": 100}), pub(), "query budget none in the paper, 100 here"),
     (cell(), pub(settings={"query_budget": 2000}), "query budget 2000 in the paper, none here"),
     (cell(eval_attack="k-pgd", compared_as="k-pgd", attack_settings={"epsilon": 0.1}),
@@ -338,7 +338,7 @@ def test_overview_counts_comparable_numbers_within_tolerance(site: Path) -> None
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
     # sst2 cnn clean + pwws reproduced, trec cnn clean reproduced, trec pwws aua deviates (-3.20 > 3.0)
     assert "3 of 4 comparable published numbers are reproduced within tolerance (1 deviate)" in text
-    assert "-3.20 (tol 3.0)" in text and "tolerances v2" in text
+    assert "-3.20 (tol 3.0)" in text and "tolerances v3" in text
 
 
 def test_scatter_maps_points_inside_the_plot() -> None:
@@ -381,3 +381,40 @@ def test_cli_build_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 if __name__ == "__main__":  # regenerate tests/fixtures/leaderboard/entries from runs.json + published.json
     paths = write_entries(fixture_entries(), FIXTURES / "entries")
     print(f"wrote {len(paths)} fixture entries to {FIXTURES / 'entries'}", file=sys.stderr)
+
+
+def test_interpretation_metrics_are_compared_with_their_method_and_k(policy) -> None:
+    """IG's Kendall's tau / top-5 intersection meet FLAT Table 3's cells, LIME's meet Table 8's
+    (their settings: interpretation method, k, LIME's number of pairs); LIME on another number of
+    pairs than the paper's 1000 is listed but not compared."""
+    published = pytest.importorskip("leaderboard.published").load_published()
+    interpretation = {"methods": ["ig", "lime"], "attacks": ["pwws"], "k": 5, "ig_steps": 100,
+                      "lime_pairs": 1000, "lime_samples": 5000}
+    runs = []
+    for run in fixture_runs():
+        if run.key != ("finetune", "sst2_sentence", "cnn", "cpu"):
+            continue
+        metrics = {**run.metrics, "pwws.kendall_tau": 0.55, "pwws.topk_intersection": 0.70,
+                   "pwws.kendall_tau_lime": 0.20, "pwws.topk_intersection_lime": 0.68}
+        pwws = run.attack_summaries["pwws"]
+        summaries = {**run.attack_summaries,
+                     "pwws": {**pwws, "settings": {**pwws["settings"], "interpretation": interpretation}}}
+        runs.append(_run(run, metrics=metrics, attack_summaries=summaries))
+    [entry] = build_entries(runs, published, policy)
+    pwws = entry["attacks"]["pwws"]["metrics"]
+
+    def rows(name: str) -> set[tuple[str, str, str]]:
+        return {(r["table"], r["value_text"], r["status"]) for r in pwws[name]["published"]}
+
+    assert rows("kendall_tau") == {("Table 3", "0.53", REPRODUCED), ("Table 8", "0.37", NOT_COMPARABLE)}
+    assert rows("topk_intersection") == {("Table 3", "0.72", REPRODUCED), ("Table 8", "0.68", NOT_COMPARABLE)}
+    assert rows("kendall_tau_lime") == {("Table 3", "0.53", NOT_COMPARABLE), ("Table 8", "0.37", DEVIATES)}
+    assert rows("topk_intersection_lime") == {("Table 3", "0.72", NOT_COMPARABLE), ("Table 8", "0.68", REPRODUCED)}
+    reasons = {r["table"]: r["reason"] for r in pwws["kendall_tau"]["published"]}
+    assert reasons["Table 8"] == "pwws interpretation lime in the paper, ig here"
+
+    fewer = [_run(r, attack_summaries={**r.attack_summaries, "pwws": {**r.attack_summaries["pwws"], "settings": {
+        **r.attack_summaries["pwws"]["settings"], "interpretation": {**interpretation, "lime_pairs": 5}}}}) for r in runs]
+    [entry] = build_entries(fewer, published, policy)
+    lime = {r["table"]: r for r in entry["attacks"]["pwws"]["metrics"]["kendall_tau_lime"]["published"]}
+    assert lime["Table 8"]["status"] == NOT_COMPARABLE and "lime_pairs 1000 in the paper, 5 here" in lime["Table 8"]["reason"]

@@ -62,6 +62,16 @@ INHERITED = (CONFIG_HASH, DEFENSE, DATASET, BACKBONE, SEED, PROFILE, CHECKPOINT_
 # set, attacked examples, attack time (attacks.metrics); k-PGD and AdvGLUE log their own keys
 AUA, SUC, QUERIES, CLEAN_ATTACKED_SET, N, ATTACK_SECONDS = (
     "aua", "suc", "queries", "clean_attacked_set", "n", "attack_seconds")
+# Interpretation consistency of the attacked pairs (FLAT §5.2; attacks.interpretation): IG keys as
+# they are, LIME's with INTERPRETATION_SUFFIX["lime"]; top-k for k = 1..10 as ``topk_intersection_k<k>``
+KENDALL_TAU, TOPK_INTERSECTION, INTERPRETATION_PAIRS = "kendall_tau", "topk_intersection", "pairs"
+INTERPRETATION_SUFFIX = {"ig": "", "lime": "_lime"}
+
+
+def interpretation_metric(key: str, method: str) -> str:
+    """The attack-run metric key of consistency value ``key`` measured with ``method`` (ig / lime),
+    e.g. ``kendall_tau`` (IG), ``kendall_tau_lime``, ``topk_intersection_k3_lime``, ``pairs_lime``."""
+    return f"{key}{INTERPRETATION_SUFFIX[method]}"
 
 
 def attack_summary_path(attack: str) -> str:

@@ -66,6 +66,14 @@ class WrappedClassifier(TextClassifier):
         return cls(inner, **settings)
 
 
+def innermost(model: TextClassifier) -> TextClassifier:
+    """The backbone inside any number of :class:`WrappedClassifier` layers (its tokenizer or
+    vocabulary names a text's tokens)."""
+    while isinstance(model, WrappedClassifier):
+        model = model.inner
+    return model
+
+
 WRAPPERS: Registry[type[WrappedClassifier]] = Registry("model wrapper")
 
 

@@ -14,6 +14,7 @@ from suite.core.records import AttackRecord, RunRecord
 from suite.core.seeding import deterministic_mode
 from suite.data.examples import Example
 from suite.models.base import TextClassifier
+from suite.run.config import InterpretationConfig
 from suite.run.failures import failure_line
 from suite.run.protocol import AttackSet
 from suite.run.tracking import Tracker
@@ -24,12 +25,16 @@ log = logging.getLogger(__name__)
 def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: Sequence[Example],
                    attack_set: AttackSet, attacks: Sequence[str], checkpoint_sha256: str, seed: int,
                    column_names: Sequence[str], dataset: str, query_budget: int | None = None, *,
-                   workers: int = 1, engine: str = "fast") -> tuple[dict[str, float], list[str]]:
+                   workers: int = 1, engine: str = "fast",
+                   interpretation: InterpretationConfig | None = None) -> tuple[dict[str, float], list[str]]:
     """Run each attack; returns (its metrics ``<attack>.<key>``, one error line per attack that could not run).
 
     TextAttack-kind attacks run on ``engine`` ("fast": the suite's engine, "textattack": stock)
     in ``workers`` processes (``attacks.evaluation.run_attack``); native ones (k-PGD, AdvGLUE)
-    are evaluated by their spec, in this process.
+    are evaluated by their spec, in this process. With ``interpretation`` enabled for an attack,
+    the consistency of the attacked pairs' interpretations (FLAT §5.2) is measured from its records
+    and logged with it (:func:`interpretation_metrics`); its settings then join the attack's
+    settings and hash (not the per-example cache's key: the records are the same).
 
     An attack that fails (e.g. a missing resource) is reported and the others still run; the
     training run ``run_id`` is only read. An attack whose configuration hash the run already
@@ -57,6 +62,16 @@ def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: S
                 metrics, attack_hash, summary, examples_out = _textattack(
                     name, model, examples, seed, checkpoint_sha256, attack_set.sha256, query_budget, column_names,
                     workers=workers, engine=engine)
+                if interpretation is not None and interpretation.applies(name):
+                    from attacks.evaluation import attack_config_hash
+
+                    settings = {**summary["settings"], "interpretation": dataclasses.asdict(interpretation)}
+                    summary = {**summary, "settings": settings}
+                    attack_hash = attack_config_hash(settings)  # the records' cache keeps its own key
+                    if parent.attack_hash(name) == attack_hash:
+                        metrics = dict(parent.attack_metrics(name))  # measured and logged before
+                    else:
+                        metrics = {**metrics, **interpretation_metrics(model, examples_out, interpretation, seed)}
         except Exception as exc:  # a SuiteError, a full disk under the attack cache, a bug: the next attack runs
             _attack_failed(name, exc, errors)
             continue
@@ -73,6 +88,22 @@ def attack_and_log(tracker: Tracker, run_id: str, model: TextClassifier, test: S
         logged.update(record.prefixed_metrics())
         log.info("%s: %s", name, {k: round(v, 3) for k, v in record.prefixed_metrics().items()})
     return logged, errors
+
+
+def interpretation_metrics(model: TextClassifier, examples: Sequence[dict[str, Any]],
+                           interpretation: InterpretationConfig, seed: int) -> dict[str, float]:
+    """Kendall's tau and top-k intersection of each method's word attributions on the attack's
+    original / adversarial pairs (``attacks.interpretation.consistency``), as attack-run metric keys."""
+    from attacks.interpretation import consistency
+
+    out: dict[str, float] = {}
+    for method in interpretation.methods:
+        values = consistency(model, examples, method=method, k=interpretation.k,
+                             max_pairs=interpretation.lime_pairs if method == "lime" else None, seed=seed,
+                             n_steps=interpretation.ig_steps, lime_samples=interpretation.lime_samples)
+        out.update({records.interpretation_metric(key, method): float(value) for key, value in values.items()})
+        log.info("%s consistency: %s", method, {k: round(float(v), 4) for k, v in values.items()})
+    return out
 
 
 def _attack_failed(name: str, exc: Exception, errors: list[str]) -> None:

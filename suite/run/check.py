@@ -333,12 +333,12 @@ def run_check(request: CheckRequest, out: Any = None) -> int:
         against = request.against or result.item.against
         where = reference_path(request.references, result.profile).name
         for rep in result.reproduced:
+            cross = {**request.check_set.cross_machine_tolerances, **result.item.cross_machine_tolerances}
             if "reference" in against and not request.update_reference and rep.base_metric in REFERENCE_METRICS:
-                cross = {**request.check_set.cross_machine_tolerances, **result.item.cross_machine_tolerances}
                 rows.append(reference_row(rep, references[result.profile], where, tolerances, cross))
             if "published" in against:
                 compared_published = True
-                rows.extend(published_rows(rep, deviations, tolerances, used))
+                rows.extend(published_rows(rep, deviations, tolerances, used, references.get(result.profile), cross))
     if request.flag_unused_deviations and compared_published and not errors:
         rows.extend(Row("", d.cell, f"{d.paper} {d.table}", None, d.reproduced, None, None,
                         f"known deviation (seeds {list(d.seeds)}) matches no compared cell: fix or remove it in "

@@ -97,6 +97,37 @@ class GridBlock:
                    for dim, value in here.items())
 
 
+INTERPRETATION_METHODS = ("ig", "lime")
+
+
+@dataclass(frozen=True)
+class InterpretationConfig:
+    """Interpretation consistency of the attacked pairs (FLAT §5.2; ``attacks.interpretation``),
+    computed after each attack from its records and the trained model: off unless ``methods``
+    lists ``ig`` (integrated gradients, every pair) and/or ``lime`` (on ``lime_pairs`` random pairs,
+    ``lime_samples`` perturbations each). Not part of any hash of the trained model or the
+    attack's records; recorded with each attack's child run."""
+
+    methods: tuple[str, ...] = ()
+    attacks: tuple[str, ...] = ()  # the attacks to evaluate; empty: every TextAttack-kind attack
+    k: int = 5  # top-k intersection's k (FLAT Table 3); k = 1..10 are logged too (FLAT Fig. 6)
+    ig_steps: int = 50  # integration steps (captum's default)
+    lime_pairs: int = 1000  # FLAT §5.2: "we randomly pick up 1000 example pairs"
+    lime_samples: int = 5000  # perturbed texts per explanation (LIME's default)
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "k", "ig_steps", "lime_pairs", "lime_samples")
+        unknown = [m for m in self.methods if m not in INTERPRETATION_METHODS]
+        require(not unknown, "methods", f"{', '.join(map(repr, unknown))} not one of {', '.join(INTERPRETATION_METHODS)}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.methods)
+
+    def applies(self, attack: str) -> bool:
+        return self.enabled and (not self.attacks or attack in self.attacks)
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -112,6 +143,7 @@ class Profile:
     overrides: tuple[Override, ...] = ()
     # Optional: the profile runs only the cells of these blocks, not the full product
     grid: tuple[GridBlock, ...] = ()
+    interpretation: InterpretationConfig = field(default_factory=InterpretationConfig)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -151,6 +183,7 @@ def load_profile(name_or_path: str) -> Profile:
         raise SuiteError(f"{where}: a profile must be a YAML mapping")
     raw = dict(raw)
     raw["protocol"] = from_mapping(ProtocolConfig, raw.get("protocol"), f"{where}: protocol")
+    raw["interpretation"] = from_mapping(InterpretationConfig, raw.get("interpretation"), f"{where}: interpretation")
     raw.setdefault("seeds", (0,))
     if raw.get("attacks", ()) is None:  # `attacks:` with nothing after it: none
         raw["attacks"] = ()
@@ -267,6 +300,8 @@ class Job:
     attacks: tuple[str, ...] = ()
     defense_version: int = 1  # the defense class's ``version`` (see defense_provenance)
     defense_package: str | None = None  # a plugin defense's "<distribution>==<version>"; None: built in
+    # attack-stage settings, not part of the resolved config (the trained model is the same)
+    interpretation: InterpretationConfig = field(default_factory=InterpretationConfig)
 
     @property
     def label(self) -> str:

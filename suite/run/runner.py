@@ -104,7 +104,8 @@ def expand_jobs(profile: Profile, *, defenses: Iterable[str] | None = None, data
                         profile=profile.name, profile_version=profile.version, dataset=dataset, split=split,
                         backbone=backbone, train=train_cfg, backbone_options=dict(bb_options), defense=defense,
                         defense_config=dataclasses.asdict(defense_cfg), seed=int(seed), protocol=profile.protocol,
-                        attacks=profile.attacks, **defense_provenance(defense_cls),
+                        attacks=profile.attacks, interpretation=profile.interpretation,
+                        **defense_provenance(defense_cls),
                     ))
     if not jobs:
         raise SuiteError(f"{profile.source}: the selection matches no cell of the profile's grid; "
@@ -175,7 +176,7 @@ def _run_locked(job: Job, tracker: Tracker, force: bool, attacks: list[str], que
                 logged, result.attack_errors = attack_and_log(
                     tracker, result.run_id, model, splits.test, attack_set, attacks, checkpoint_sha,
                     job.protocol.attack_set_seed, column_names, job.dataset, query_budget,
-                    workers=workers, engine=attack_engine)
+                    workers=workers, engine=attack_engine, interpretation=job.interpretation)
                 result.metrics.update(logged)
             return result
 
@@ -221,6 +222,6 @@ def _run_locked(job: Job, tracker: Tracker, force: bool, attacks: list[str], que
         logged, result.attack_errors = attack_and_log(
             tracker, result.run_id, model, splits.test, attack_set, attacks, checkpoint_sha,
             job.protocol.attack_set_seed, column_names, job.dataset, query_budget,
-            workers=workers, engine=attack_engine)
+            workers=workers, engine=attack_engine, interpretation=job.interpretation)
         result.metrics.update(logged)
     return result
