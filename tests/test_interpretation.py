@@ -378,6 +378,8 @@ def test_lime_multi_column_is_split_back_for_the_model(vocab: Vocabulary) -> Non
 _SCRIPT = """
 import json, torch
 torch.set_num_threads(1)
+from suite.core.seeding import deterministic_mode
+deterministic_mode()  # the protocol's settings, as every run (and the test process) has them
 from attacks.interpretation import integrated_gradients, lime_attributions
 from suite.models.text_processing import Vocabulary
 from suite.models.word_models import LSTMClassifier
@@ -392,7 +394,13 @@ print(json.dumps([[a.scores.tolist() for a in ig], [a.scores.tolist() for a in l
 """
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_same_numbers_in_a_new_process() -> None:
+    """Same machine, same determinism settings (suite.core.seeding.deterministic_mode, one torch
+    thread): a new process gives bit-identical IG and LIME scores."""
+    from suite.core.seeding import deterministic_mode
+
+    deterministic_mode()
     texts = TEXTS[:2]
     code = _SCRIPT.format(texts=json.dumps(texts))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
