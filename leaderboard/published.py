@@ -70,7 +70,7 @@ FLAGS: dict[str, str] = {
 KNOWN_DEFENSES: frozenset[str] = frozenset({
     "finetune", "pgd", "freelb", "freelb++", "tavat", "trades", "smart", "infobert", "flooding",
     "flooding-x", "pgd+adaptive", "freelb+adaptive", "tavat+adaptive", "flat", "wetar", "carl",
-    "rar", "adv-aug", "robust-instances+flooding", "robust-instances+label-smoothing",
+    "rar", "adv-aug", "ada", "robust-instances+flooding", "robust-instances+label-smoothing",
 })
 
 RECORD_FIELDS = ("dataset", "backbone", "defense", "train_attack", "eval_attack", "metric")

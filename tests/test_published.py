@@ -137,7 +137,7 @@ def test_wetar_spot_checks():
     assert (dyn.value, dyn.train_attack) == (54.4, "textfooler")
     assert one("wetar2022", "Table 1", dataset="mr", defense="freelb++", eval_attack="textbugger",
                metric="queries").value == 56.2
-    assert one("wetar2022", "Table 2", defense="adv-aug", train_attack="bert-attack", eval_attack="deepwordbug").value == 19.7
+    assert one("wetar2022", "Table 2", defense="ada", train_attack="bert-attack", eval_attack="deepwordbug").value == 19.7
 
 
 def test_names_are_suite_names_or_paper_prefixed():
@@ -187,7 +187,7 @@ def test_cross_table_identities_confirm_the_placements():
                  dataset="sst2_sentence", metric="aua")
         assert t4.value == t3.value
     # WETAR: Table 2's -TFL rows repeat Table 1's MR rows
-    for defense, settings in [("adv-aug", {}), ("wetar", {"adversarial_validation": "static"}),
+    for defense, settings in [("ada", {}), ("wetar", {"adversarial_validation": "static"}),
                               ("wetar", {"adversarial_validation": "dynamic"})]:
         for attack in ("none", "textfooler", "bert-attack", "textbugger"):
             metric = "clean" if attack == "none" else "aua"
