@@ -7,7 +7,6 @@ imported when first used.
 from attacks.interpretation.attribution import (
     Attribution,
     ig_units,
-    innermost,
     integrated_gradients,
     lime_attributions,
     lime_units,
@@ -25,6 +24,6 @@ from attacks.interpretation.consistency import (
 
 __all__ = [
     "Attribution", "Pair", "aligned_pairs", "candidate_pairs", "class_average", "consistency", "ig_units",
-    "innermost", "integrated_gradients", "kendall_tau", "lime_attributions", "lime_units", "topk_intersection",
+    "integrated_gradients", "kendall_tau", "lime_attributions", "lime_units", "topk_intersection",
     "topk_positions",
 ]

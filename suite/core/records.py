@@ -64,7 +64,7 @@ AUA, SUC, QUERIES, CLEAN_ATTACKED_SET, N, ATTACK_SECONDS = (
     "aua", "suc", "queries", "clean_attacked_set", "n", "attack_seconds")
 # Interpretation consistency of the attacked pairs (FLAT §5.2; attacks.interpretation): IG keys as
 # they are, LIME's with INTERPRETATION_SUFFIX["lime"]; top-k for k = 1..10 as ``topk_intersection_k<k>``
-KENDALL_TAU, TOPK_INTERSECTION, INTERPRETATION_PAIRS = "kendall_tau", "topk_intersection", "pairs"
+KENDALL_TAU, TOPK_INTERSECTION = "kendall_tau", "topk_intersection"
 INTERPRETATION_SUFFIX = {"ig": "", "lime": "_lime"}
 
 
