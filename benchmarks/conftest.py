@@ -11,6 +11,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--engine-examples", type=int, default=0,
                      help="sst2_sentence test examples for the attack-engine benchmark (0: the full split)")
     parser.addoption("--minilm-examples", type=int, default=50, help="test examples for the MiniLM attack benchmark")
+    parser.addoption("--wetar-validation-rows", type=int, default=256,
+                     help="WETAR's validation mini-batch rows (Table 3: 256 on SST-2 with training batch 32)")
     parser.addoption("--adv-steps", type=int, default=None,
                      help="set every defense's ascent steps (perturbation.steps) to K, e.g. 5 as in adaptive_at Table 10")
 

@@ -8,6 +8,10 @@ the ratio (number of forward/backward passes per step) is what carries over.
         [--backbone cnn|minilm-l6] [--bench-examples 256] [--adv-steps 5]
 
 Each defense's ``extra_info`` holds ``ratio_to_finetune`` (median epoch time / finetune's).
+WETAR (``wetar-s``, ``wetar-d``) is timed on its reweighted epoch: no source phase, its
+adversarial validation set built with PWWS before the timed epoch (the construction attack is not
+part of the step), validation mini-batches of ``--wetar-validation-rows`` (default 256, Table 3's
+SST-2 setting next to a training batch of 32; the paper's "about 3x" assumes equal batches).
 Needs the offline dataset mirror (``$SUITE_DATA_DIR``).
 """
 from __future__ import annotations
@@ -43,11 +47,12 @@ def splits(request: pytest.FixtureRequest):
         pytest.skip(f"dataset mirror not found at {data}; set SUITE_DATA_DIR")
     os.environ["SUITE_DATA_DIR"] = str(data)
     n = request.config.getoption("--bench-examples")
-    return load_protocol_splits("sst2_sentence", SplitOptions(train_limit=n, validation_limit=8, test_limit=8))
+    rows = request.config.getoption("--wetar-validation-rows")  # WETAR's validation mini-batches need the rows
+    return load_protocol_splits("sst2_sentence", SplitOptions(train_limit=n, validation_limit=max(8, rows), test_limit=8))
 
 
 def test_epoch_time(benchmark, splits, defense_name: str, epoch_medians: dict[str, float],
-                    request: pytest.FixtureRequest) -> None:
+                    request: pytest.FixtureRequest, tmp_path: Path) -> None:
     backbone = request.config.getoption("--backbone")
     torch.set_num_threads(1)
     cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-3 if backbone in ("cnn", "lstm") else 5e-5,
@@ -57,6 +62,9 @@ def test_epoch_time(benchmark, splits, defense_name: str, epoch_medians: dict[st
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     # --adv-steps K: the ascent steps of every defense with a perturbation (its other settings kept)
     options = {"perturbation": {"steps": steps}} if steps and "perturbation" in fields else {}
+    if "validation_batch_size" in fields:  # WETAR: time the reweighted epoch (module docstring)
+        options.update(source_epochs=0, train_attack="pwws",
+                       validation_batch_size=request.config.getoption("--wetar-validation-rows"))
 
     epoch_seconds: list[float] = []
 
@@ -64,7 +72,8 @@ def test_epoch_time(benchmark, splits, defense_name: str, epoch_medians: dict[st
         seed_everything(0)
         model, _ = build_backbone(backbone, splits, 0)
         defense = cls(from_mapping(cls.Config, options, f"--adv-steps {steps}: {defense_name}"), model)
-        context = TrainingContext(train=splits.train, validation=splits.validation, device=torch.device("cpu"), seed=0)
+        context = TrainingContext(train=splits.train, validation=splits.validation, device=torch.device("cpu"), seed=0,
+                                  attack_cache_root=tmp_path / "attacks")  # training-time attacks (adv-aug, wetar)
         epoch_seconds.append(train(defense, context, cfg).epoch_seconds[0])
 
     # the benchmark's own stats include model building; the ratio uses the trainer's epoch timer

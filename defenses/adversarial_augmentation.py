@@ -69,16 +69,23 @@ class AdvAugConfig(DefenseConfig):
             raise SuiteError(f"attack_examples must be >= 1 or null (all), got {self.attack_examples!r}")
 
 
-def adversarial_example(example: Example, record: dict[str, Any], round_index: int) -> Example | None:
-    """The adversarial counterpart of ``example`` from its attack record, or ``None`` when the
-    attack did not succeed (or its perturbed text cannot be split back into the example's columns:
-    TextAttack joins multi-column inputs with a line break)."""
-    if record.get("result") != "successful":
-        return None
+def perturbed_example(example: Example, record: dict[str, Any], id_suffix: str) -> Example | None:
+    """The attack's output on ``example`` (``record["perturbed"]``, whatever the result) as an
+    example with id ``<example id><id_suffix>`` and the same label; ``None`` when the perturbed
+    text cannot be split back into the example's columns (TextAttack joins multi-column inputs
+    with a line break)."""
     texts = tuple(str(record["perturbed"]).split("\n")) if len(example.texts) > 1 else (str(record["perturbed"]),)
     if len(texts) != len(example.texts):
         return None
-    return Example(id=f"{example.id}{ADV_SEPARATOR}{round_index}", texts=texts, label=example.label)
+    return Example(id=f"{example.id}{id_suffix}", texts=texts, label=example.label)
+
+
+def adversarial_example(example: Example, record: dict[str, Any], round_index: int) -> Example | None:
+    """The adversarial counterpart of ``example`` from its attack record, or ``None`` when the
+    attack did not succeed (or see :func:`perturbed_example`)."""
+    if record.get("result") != "successful":
+        return None
+    return perturbed_example(example, record, f"{ADV_SEPARATOR}{round_index}")
 
 
 def attacked_subset(train: Sequence[Example], size: int | None, context: TrainingContext) -> list[Example]:

@@ -8,7 +8,7 @@ fits without special cases:
 * embedding-space adversarial training (PGD, FreeLB, TA-VAT, adaptive AT): ``training_step``
   perturbs ``model.embed(batch)`` and calls ``backward`` as many times as it needs;
 * sample reweighting (WETAR): ``training_step`` weights per-example losses, reading
-  ``context.validation`` and ``batch["example_index"]``;
+  ``context.validation`` and ``batch["example_index"]``; ``select_epoch`` picks the final epoch;
 * word masks (FLAT): ``prepare_model`` wraps the backbone in a masked classifier
   (``suite.models.wrapped.WrappedClassifier``, registered with ``@register_wrapper``), whose
   parameters the optimiser then includes, which evaluation and attacks use as is and which
@@ -215,6 +215,12 @@ class Defense:
 
     def after_optimizer_step(self, context: TrainingContext) -> None:
         """For updates outside the optimiser (SMART's proximal teacher, adaptive AT's weights)."""
+
+    def select_epoch(self, context: TrainingContext) -> bool:
+        """After each epoch's validation: true makes this epoch (``context.epoch``) the model of its
+        phase, overriding the run's ``select`` for this and the phase's later epochs (training goes
+        on; their weights are not kept). Default: false, the run's ``select`` decides."""
+        return False
 
 
 DEFENSES: Registry[type[Defense]] = Registry("defense", entry_point_group="suite.defenses")

@@ -69,7 +69,7 @@ FLAGS: dict[str, str] = {
 
 KNOWN_DEFENSES: frozenset[str] = frozenset({
     "finetune", "pgd", "freelb", "freelb++", "tavat", "trades", "smart", "infobert", "flooding",
-    "flooding-x", "pgd+adaptive", "freelb+adaptive", "tavat+adaptive", "flat", "wetar", "carl",
+    "flooding-x", "pgd+adaptive", "freelb+adaptive", "tavat+adaptive", "flat", "wetar-s", "wetar-d", "carl",
     "rar", "adv-aug", "ada", "robust-instances+flooding", "robust-instances+label-smoothing",
 })
 

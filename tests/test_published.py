@@ -132,8 +132,7 @@ def test_robust_instances_spot_checks():
 
 
 def test_wetar_spot_checks():
-    dyn = one("wetar2022", "Table 1", dataset="ag_news", defense="wetar", eval_attack="textfooler", metric="aua",
-              settings={"adversarial_validation": "dynamic"})
+    dyn = one("wetar2022", "Table 1", dataset="ag_news", defense="wetar-d", eval_attack="textfooler", metric="aua")
     assert (dyn.value, dyn.train_attack) == (54.4, "textfooler")
     assert one("wetar2022", "Table 1", dataset="mr", defense="freelb++", eval_attack="textbugger",
                metric="queries").value == 56.2
@@ -187,8 +186,7 @@ def test_cross_table_identities_confirm_the_placements():
                  dataset="sst2_sentence", metric="aua")
         assert t4.value == t3.value
     # WETAR: Table 2's -TFL rows repeat Table 1's MR rows
-    for defense, settings in [("ada", {}), ("wetar", {"adversarial_validation": "static"}),
-                              ("wetar", {"adversarial_validation": "dynamic"})]:
+    for defense, settings in [("ada", {}), ("wetar-s", {}), ("wetar-d", {})]:
         for attack in ("none", "textfooler", "bert-attack", "textbugger"):
             metric = "clean" if attack == "none" else "aua"
             t2 = one("wetar2022", "Table 2", defense=defense, train_attack="textfooler", eval_attack=attack, settings=settings)

@@ -16,7 +16,10 @@
    current LR the linear decay then reaches 0 exactly after the phase's last step, never before;
 5. best-validation selection (``select: best_validation``) is per phase: a phase ends on its
    best-validation weights, which the next phase starts from (or attacks, through its data);
-   ``TrainResult.best_epoch`` is the final phase's best epoch, counted over all phases.
+   ``TrainResult.best_epoch`` is the final phase's best epoch, counted over all phases. A defense
+   may choose the epoch itself (``Defense.select_epoch``, e.g. WETAR's Wasserstein criterion):
+   the first epoch of a phase for which it returns true is the phase's model, whatever the
+   validation accuracy of that and later epochs.
 
 A single-phase defense without extra modules runs exactly the loop of the first trainer (same
 optimiser parameter order, same scheduler values, same random draws), so its numbers do not move.
@@ -210,6 +213,7 @@ def train(defense: Defense, context: TrainingContext, cfg: TrainConfig,
         scheduler = build_scheduler(optimizer, cfg, context.phase_steps)
         context.scheduler = scheduler
         best_state, best_acc = None, -1.0
+        selected_by_defense = False
         for phase_epoch in range(epochs):
             context.epoch, context.phase_epoch = epoch, phase_epoch
             model.train()
@@ -248,7 +252,13 @@ def train(defense: Defense, context: TrainingContext, cfg: TrainConfig,
             result.phase.append(phase.name)
             if on_epoch:
                 on_epoch(epoch, epoch_metrics)
-            if cfg.select == "last" or val_acc > best_acc:
+            if selected_by_defense:
+                pass  # the defense chose an earlier epoch of this phase: keep it
+            elif defense.select_epoch(context):
+                selected_by_defense = True
+                best_acc, result.best_epoch = val_acc, epoch
+                best_state = copy.deepcopy(model.state_dict()) if phase_epoch < epochs - 1 else None
+            elif cfg.select == "last" or val_acc > best_acc:
                 best_acc, result.best_epoch = val_acc, epoch
                 if cfg.select == "best_validation" and phase_epoch < epochs - 1:
                     best_state = copy.deepcopy(model.state_dict())
