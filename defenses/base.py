@@ -78,6 +78,9 @@ class TrainingContext:
     global_step: int = 0
     optimizer: torch.optim.Optimizer | None = None
     log_metric: Callable[[str, float, int], None] = lambda name, value, step: None
+    # (artifact path inside the training run, content): e.g. ("data_map/data_map.json", b"..."); the
+    # runner writes it to the run's MLflow artifacts (JSON / CSV / PNG: never pickle)
+    log_artifact: Callable[[str, bytes], None] = lambda path, data: None
     state: dict[str, Any] = field(default_factory=dict)
     # --- trainer interface v2 ---
     protocol_train: list[Example] | None = None  # the protocol's train split; None: ``train`` when training starts

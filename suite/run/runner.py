@@ -197,6 +197,7 @@ def _run_locked(job: Job, tracker: Tracker, force: bool, attacks: list[str], que
     with tracker.start_training(record, job.label) as run:
         context = TrainingContext(train=splits.train, validation=splits.validation, device=device, seed=job.seed,
                                   log_metric=lambda name, value, step: run.log_metric(name, value, step),
+                                  log_artifact=lambda path, data: run.log_bytes(data, path),
                                   attack_cache_root=attack_cache_root() / "training", column_names=column_names)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:

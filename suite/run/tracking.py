@@ -214,6 +214,16 @@ class RunLogger:
     def log_json(self, obj: Any, artifact_file: str) -> None:
         self.mlflow.log_dict(obj, artifact_file)
 
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        """``data`` as the run's artifact ``artifact_file`` (a path inside the run's artifacts)."""
+        import tempfile
+
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            self.mlflow.log_artifact(str(path), folder or None)
+
     def log_file(self, path: Path, artifact_path: str) -> None:
         self.mlflow.log_artifact(str(path), artifact_path)
 
