@@ -88,7 +88,7 @@ from defenses.perturbation import PerturbationConfig, token_mask
 from suite.core.errors import SuiteError
 from suite.models.base import Batch, TextClassifier
 from suite.models.transformer import HFClassifier
-from suite.models.word_models import KimCNN, LSTMClassifier, WordLevelClassifier
+from suite.models.word_models import KimCNN, LSTMClassifier
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +126,18 @@ def estimate_z(e_pos: torch.Tensor, e_neg: torch.Tensor, weights: torch.Tensor, 
     return float(n_data * total / (e_pos.shape[0] + weights.sum()))
 
 
-def negative_scores(anchor: torch.Tensor, memory: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def negative_scores(anchor: torch.Tensor, memory: torch.Tensor,
+                    idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``anchor . memory[j]`` for the drawn ``idx`` ``[B, m]``, as (scores, weights): the drawn rows
     (weights 1) when ``B * m < N``, else all N rows with draw counts (one ``B x N`` product); both
     backward passes are deterministic (no scatter on the device)."""
     b, m = idx.shape
     if b * m < memory.shape[0]:
         rows = memory[idx.to(memory.device)]  # [B, m, D], no gradient (the bank is a buffer)
-        return torch.einsum("bd,bmd->bm", anchor, rows), torch.ones(b, m, device=anchor.device, dtype=anchor.dtype)
-    counts = torch.zeros(b, memory.shape[0], dtype=anchor.dtype).scatter_add_(1, idx.cpu(), torch.ones(b, m, dtype=anchor.dtype))
+        ones = torch.ones(b, m, device=anchor.device, dtype=anchor.dtype)
+        return torch.einsum("bd,bmd->bm", anchor, rows), ones
+    counts = torch.zeros(b, memory.shape[0], dtype=anchor.dtype)
+    counts.scatter_add_(1, idx.cpu(), torch.ones(b, m, dtype=anchor.dtype))  # on the CPU: deterministic
     return anchor @ memory.T, counts.to(anchor.device)
 
 
@@ -187,9 +190,10 @@ class MemoryBanks(nn.Module):
         self.register_buffer("written", torch.zeros(size, dtype=torch.bool))
         self.register_buffer("z", torch.full((2,), -1.0, dtype=torch.float64))  # L^a_D's, L^o_D's; < 0: unset
 
-    def update(self, index: torch.Tensor, original: torch.Tensor, adversarial: torch.Tensor, momentum: float) -> None:
-        written = self.written.clone()
-        momentum_update(self.original, written, index, original, momentum)
+    def update(self, index: torch.Tensor, original: torch.Tensor, adversarial: torch.Tensor,
+               momentum: float) -> None:
+        """Eq. 5 for both banks at rows ``index`` (marks them written)."""
+        momentum_update(self.original, self.written.clone(), index, original, momentum)  # the clone: same first writes
         momentum_update(self.adversarial, self.written, index, adversarial, momentum)
 
 
@@ -268,14 +272,14 @@ class CARL(FreeLBWithAuxiliary):
 
     def __init__(self, config: DefenseConfig, model: TextClassifier) -> None:
         super().__init__(config, model)
-        self.on_train_start(None)
-
-    def on_train_start(self, context: TrainingContext | None) -> None:
         self.banks: MemoryBanks | None = None
         self.sampler: NegativeSampler | None = None
-        self.m = 0
-        self.batch_size = 0
+        self.m = 0  # the m in use (config.negatives, clamped)
+        self.batch_size = 0  # the largest batch seen (sizes the fill epoch)
         self._sums = {"ld": 0.0, "steps": 0.0}
+
+    def on_train_start(self, context: TrainingContext) -> None:
+        self.banks, self.sampler, self.m, self.batch_size = None, None, 0, 0
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"memory_banks": self.banks} if self.banks is not None else {}
@@ -322,10 +326,12 @@ class CARL(FreeLBWithAuxiliary):
         if self.contrastive_on(context):
             original = F.normalize(self._clean_features(batch).float(), dim=1)
             assert self.sampler is not None
-            idx = self.sampler.sample(batch["labels"], self.m, context.generator("carl-negatives", context.global_step))
+            draws = context.generator("carl-negatives", context.global_step)
+            idx = self.sampler.sample(batch["labels"], self.m, draws)
             zs = [None if float(z) < 0 else float(z) for z in banks.z]
-            loss_a, za = contrastive_term(adversarial, original, banks.original, idx, self.config.temperature, zs[0])
-            loss_o, zo = contrastive_term(original, adversarial, banks.adversarial, idx, self.config.temperature, zs[1])
+            tau = self.config.temperature
+            loss_a, za = contrastive_term(adversarial, original, banks.original, idx, tau, zs[0])  # L^a_D
+            loss_o, zo = contrastive_term(original, adversarial, banks.adversarial, idx, tau, zs[1])  # L^o_D
             if zs[0] is None or zs[1] is None:
                 banks.z.copy_(torch.tensor([za, zo], dtype=torch.float64))
                 context.log_metric("carl.z_adv", za, context.global_step)
@@ -458,7 +464,8 @@ class RAR(FreeLBWithAuxiliary):
             with torch.random.fork_rng(devices=[]):
                 head = Reconstructor(token_state_size(self.model), int(weight.shape[1]), int(weight.shape[0]))
             with torch.no_grad():
-                head.dense.weight.copy_(torch.randn(head.dense.weight.shape, generator=context.generator("rar-reconstructor")) * std)
+                draws = context.generator("rar-reconstructor")
+                head.dense.weight.copy_(torch.randn(head.dense.weight.shape, generator=draws) * std)
                 head.dense.bias.zero_()
             self.reconstructor = head.to(weight.device)
         return self.reconstructor
@@ -491,6 +498,3 @@ class RAR(FreeLBWithAuxiliary):
 __all__ = ["CARL", "CARLConfig", "FreeLBWithAuxiliary", "MemoryBanks", "NegativeSampler", "RAR", "RARConfig",
            "Reconstructor", "contrastive_term", "estimate_z", "input_embedding_matrix", "momentum_update",
            "negative_scores", "nce_loss", "token_forward"]
-
-# the trainer's check (suite.run.training.checked_extra_modules) sees no model parameter in either extra module
-_ = WordLevelClassifier

@@ -295,3 +295,16 @@ def test_a_plugin_defense_records_its_distribution(monkeypatch: pytest.MonkeyPat
                          data_sha256={}, backbone_facts={}, substitutions=[], environment={}, attack_set=ATTACK_SET).tags
     assert tags[records.DEFENSE_PACKAGE] == "acme-defenses==0.3.1" and tags[records.DEFENSE_VERSION] == "2"
     assert tags[records.TRAIN_ATTACK] == records.NONE
+
+
+def test_log_bytes_writes_a_training_artifact(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``TrainingContext.log_artifact`` reaches the run through ``Tracker`` run ``log_bytes``."""
+    tracker = tracker_of(store, "artifacts", monkeypatch)
+    with tracker.start_training(new_record("hash-bytes"), "pgd/trec/cnn/seed1") as run:
+        run.log_bytes(b'{"rows": 2}', "data_map/data_map.json")
+        run.log_bytes(b"\x89PNG\r\n", "top.png")
+    client = tracker.client
+    assert {a.path for a in client.list_artifacts(run.run_id, "data_map")} == {"data_map/data_map.json"}
+    local = Path(client.download_artifacts(run.run_id, "data_map/data_map.json", str(store[1] / "dl-bytes")))
+    assert json.loads(local.read_text()) == {"rows": 2}
+    assert any(a.path == "top.png" for a in client.list_artifacts(run.run_id))
