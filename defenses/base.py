@@ -118,13 +118,19 @@ class Phase:
 
     ``data(context)`` returns the phase's training examples; it runs at the phase start, before a
     ``fresh_model`` reset, so it sees the previous phase's (best-validation) model. ``None``: the
-    protocol train split. ``epochs`` ``None``: the run's ``epochs``.
+    protocol train split. ``epochs`` ``None``: the run's ``epochs``. ``skip(context)`` true: the
+    phase does not run (no data, no epochs; asked at its start). ``own_shuffle``: see the field.
     """
 
     name: str = "train"
     epochs: int | None = None
     data: Callable[[TrainingContext], Sequence[Example]] | None = None
     fresh_model: bool = False
+    # asked at the phase start, before its data: true leaves the phase out (e.g. its result is cached)
+    skip: Callable[[TrainingContext], bool] | None = None
+    # shuffle with a generator of the phase's own (seed, "shuffle/<name>") instead of the run's shared
+    # one, so that its batches do not depend on how many earlier phases ran
+    own_shuffle: bool = False
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,45 @@ def test_two_phases_with_a_fresh_model(registered) -> None:
     assert context.protocol_train is not None and len(context.protocol_train) == 24 and len(context.train) == 32
 
 
+class SkippablePhases(Defense):
+    """Phase "first" (skipped when asked), then "second" on a fresh model with its own shuffle."""
+
+    def __init__(self, config: DefenseConfig, model: TextClassifier, skip_first: bool) -> None:
+        super().__init__(config, model)
+        self.skip_first, self.batches = skip_first, []
+
+    def phases(self, train_cfg: Any) -> list[Phase]:
+        return [Phase("first", epochs=2, skip=lambda context: self.skip_first),
+                Phase("second", epochs=2, fresh_model=True, own_shuffle=True)]
+
+    def training_step(self, batch: Batch, context: TrainingContext) -> dict[str, float]:
+        self.batches.append((context.phase, batch["example_index"].tolist()))
+        return super().training_step(batch, context)
+
+
+def test_a_skipped_phase_runs_nothing_and_own_shuffle_keeps_later_batches() -> None:
+    runs = {}
+    for skip in (False, True):
+        seed_everything(0)
+        defense = SkippablePhases(DefenseConfig(), tiny_cnn(), skip)
+        result = train(defense, context_for(synthetic(24)), ADAM)
+        runs[skip] = (defense, result)
+    ran, skipped = runs[False], runs[True]
+    assert ran[1].phase == ["first", "first", "second", "second"] and skipped[1].phase == ["second", "second"]
+    assert {p for p, _ in skipped[0].batches} == {"second"}
+    # phase "second" draws the same batches whether "first" ran or not (its own seeded shuffle) ...
+    assert [b for p, b in ran[0].batches if p == "second"] == [b for _, b in skipped[0].batches]
+    # ... and not the shared generator's continuation
+    assert [b for p, b in ran[0].batches if p == "first"][:3] != [b for _, b in skipped[0].batches][:3]
+
+    class AllSkipped(SkippablePhases):
+        def phases(self, train_cfg: Any) -> list[Phase]:
+            return [Phase("only", skip=lambda context: True)]
+
+    with pytest.raises(SuiteError, match="every phase was skipped"):
+        train(AllSkipped(DefenseConfig(), tiny_cnn(), True), context_for(synthetic(8)), ADAM)
+
+
 def test_default_is_one_phase_on_context_train() -> None:
     defense = Defense(DefenseConfig(), tiny_cnn())
     assert [(p.name, p.epochs, p.data, p.fresh_model) for p in defense.phases(ADAM)] == [("train", None, None, False)]

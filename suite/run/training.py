@@ -14,6 +14,8 @@
    assumed (``on_epoch_start`` / ``on_epoch_end`` grew or shrank it), the rest of the schedule is
    re-sized to the steps actually left, assuming the remaining epochs keep the new size: from the
    current LR the linear decay then reaches 0 exactly after the phase's last step, never before;
+   A phase whose ``skip(context)`` is true at its start is left out (no data, hooks or epochs);
+   ``own_shuffle`` phases shuffle with their own seeded generator, the others share one.
 5. best-validation selection (``select: best_validation``) is per phase: a phase ends on its
    best-validation weights, which the next phase starts from (or attacks, through its data);
    ``TrainResult.best_epoch`` is the final phase's best epoch, counted over all phases. A defense
@@ -37,6 +39,7 @@ from tqdm.auto import tqdm
 
 from defenses.base import Defense, Phase, TrainingContext
 from suite.core.errors import SuiteError
+from suite.core.seeding import generator as seeded_generator
 from suite.models.base import TextClassifier
 from suite.models.batching import accuracy, make_batch
 from suite.run.config import TrainConfig
@@ -192,6 +195,9 @@ def train(defense: Defense, context: TrainingContext, cfg: TrainConfig,
     epoch = 0
     for index, (phase, epochs) in enumerate(phases):
         context.phase, context.phase_index = phase.name, index
+        if phase.skip is not None and phase.skip(context):
+            continue
+        shuffle = seeded_generator(context.seed, f"shuffle/{phase.name}") if phase.own_shuffle else generator
         if phase.data is not None:
             data = list(phase.data(context))
         else:  # the first phase trains on context.train as on_train_start left it
@@ -226,7 +232,7 @@ def train(defense: Defense, context: TrainingContext, cfg: TrainConfig,
                 if scheduler.last_epoch + steps_left != context.phase_steps:  # the training set changed size
                     context.phase_steps = scheduler.last_epoch + steps_left
                     resize_scheduler(scheduler, context.phase_steps)
-                order = torch.randperm(len(context.train), generator=generator).tolist()
+                order = torch.randperm(len(context.train), generator=shuffle).tolist()
                 batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
                 label = f"epoch {epoch + 1}/{cfg.epochs}" if len(phases) == 1 else \
                     f"{phase.name} epoch {phase_epoch + 1}/{epochs}"
@@ -267,4 +273,7 @@ def train(defense: Defense, context: TrainingContext, cfg: TrainConfig,
             epoch += 1
         if best_state is not None:
             model.load_state_dict(best_state)
+    if not result.phase:
+        raise SuiteError(f"defense {defense.name}: every phase was skipped, so nothing was trained; "
+                         "let at least one phase run")
     return result
