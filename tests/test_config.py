@@ -215,10 +215,10 @@ def test_committed_profiles_load_and_expand() -> None:
         assert 0 < len(jobs) <= n and (len(jobs) == n or profile.grid)
         assert len({j.config_hash() for j in jobs}) == len(jobs)  # every cell is a distinct job
         sizes[name] = len(jobs)
-    # smoke: 22 defenses x (cnn, minilm-l6) on sst2_sentence + finetune on the other 4 cells;
+    # smoke: 24 defenses x (cnn, minilm-l6) on sst2_sentence + finetune on the other 4 cells;
     # cpu: FLAT anchor 2 x 2 x (finetune, adv-aug, flat) + MiniLM sst2_sentence 1 + MiniLM sst2 x 7
     # defenses, 3 seeds each
-    assert sizes == {"smoke": 22 * 2 + 4, "cpu": (4 * 3 + 1 + 7) * 3, "paper": 72}
+    assert sizes == {"smoke": 24 * 2 + 4, "cpu": (4 * 3 + 1 + 7) * 3, "paper": 72}
 
 
 # --- nested settings (a defense's perturbation) -----------------------------------------------------------
@@ -316,7 +316,7 @@ def test_cli_dry_run_prints_the_grid(capsys: pytest.CaptureFixture[str]) -> None
     code = main(["run", "--profile", "smoke", "--all", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "profile smoke v1: 48 job(s)" in out
+    assert "profile smoke v1: 52 job(s)" in out
     lines = [line for line in out.splitlines() if line.startswith("finetune ")]
     assert len(lines) == 6  # finetune on every dataset x backbone
     assert any("trec" in line and "lstm" in line for line in lines)
