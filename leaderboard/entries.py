@@ -119,14 +119,21 @@ def select_runs(runs: Sequence[RunRecord]) -> tuple[list[RunRecord], list[dict[s
 
     The entry's configuration is that of its most recent run; runs with another configuration (or
     other data digests) are excluded, and of several runs of one seed only the most recent counts.
+    Runs of a profile changed with ``--set`` (``profile_overrides`` in their config) are excluded
+    when the profile's own runs exist; an entry made only of such runs shows them in its config.
     """
     latest_first = sorted(runs, key=lambda r: (r.start_time, r.run_id), reverse=True)
-    reference = latest_first[0]
+    plain = [r for r in latest_first if not r.config.get("profile_overrides")]
+    reference = (plain or latest_first)[0]  # a run of the profile as committed, if there is one
     fingerprint = _fingerprint(reference)
     kept: dict[int, RunRecord] = {}
     excluded = []
     for run in latest_first:
-        if _fingerprint(run) != fingerprint:
+        if plain and run.config.get("profile_overrides"):
+            changed = ", ".join(str(s) for s in run.config["profile_overrides"])
+            excluded.append({"run_id": run.run_id, "seed": run.seed,
+                             "reason": f"profile changed on the command line (--set {changed}): not a run of the profile"})
+        elif _fingerprint(run) != fingerprint:
             ours = {k: v for k, v in reference.config.items() if k != "seed"}
             theirs = {k: v for k, v in run.config.items() if k != "seed"}
             keys = _differing_keys(ours, theirs) or ["data_sha256"]

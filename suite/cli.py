@@ -11,7 +11,8 @@ from suite.core.errors import SuiteError
 from suite.run.parallel import ATTACK_ENGINES, DEFAULT_ATTACK_ENGINE, JobOptions, JobOutcome, available_cores
 
 if TYPE_CHECKING:
-    from suite.run.config import Job
+    from suite.run.config import Job, Profile
+    from suite.run.overrides import Setting
     from suite.run.tracking import Tracker
 
 KINDS = ("defenses", "attacks", "datasets", "backbones", "profiles", "check-sets")
@@ -39,6 +40,18 @@ def _bounded_int(minimum: int, fix: str = "") -> Callable[[str], int]:
     parse.__name__ = f"integer >= {minimum}"
     return parse
 
+
+def _setting(text: str) -> "Setting":
+    """An argparse type: ``KEY=VALUE`` (suite.run.overrides.parse_setting), else one line saying what to write."""
+    from suite.run.overrides import parse_setting
+
+    try:
+        return parse_setting(text)
+    except SuiteError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_setting.__name__ = "KEY=VALUE"
 
 SEED = _bounded_int(0)
 QUERY_BUDGET = _bounded_int(1, " (omit it for no limit)")
@@ -88,15 +101,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     budget = core_budget(args.jobs, args.workers, available_cores())  # before anything is loaded or trained
     from attacks import ATTACKS
 
-    profile = load_profile(args.profile)
+    settings = args.set or []
+    profile = load_profile(args.profile, settings)
     for name in (args.attack or []) + ([] if args.attack or args.no_attack else list(profile.attacks)):
         ATTACKS.get(name)  # unknown attack: one line with a suggestion, before any training
     jobs = expand_jobs(profile, defenses=args.defense, datasets=args.dataset, backbones=args.backbone, seeds=args.seed)
+    if settings:
+        from suite.run.overrides import Selection, attribute_settings
+
+        selection = Selection(args.defense, args.dataset, args.backbone, args.seed)
+        jobs, unused = attribute_settings(args.profile, settings, jobs, selection)
+        for setting in unused:
+            print(f"suite: note: {setting.option} changes none of the {len(jobs)} selected job(s) (another setting "
+                  "takes precedence, e.g. a backbone's own training settings or an overrides: entry)", file=sys.stderr)
     if args.dry_run:
-        rows = [(j.defense, j.dataset, j.backbone, j.seed, j.train.epochs, j.train.batch_size, j.train.lr)
-                for j in jobs]
-        print(f"profile {profile.name} v{profile.version}: {len(jobs)} job(s); {budget.describe()}")
-        print(tabulate(rows, headers=["defense", "dataset", "backbone", "seed", "epochs", "batch", "lr"]))
+        _print_dry_run(profile, jobs, settings, budget.describe())
         return 0
     from suite.run.tracking import Tracker
 
@@ -133,6 +152,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(failures)} job(s) failed: " + "; ".join(f"{label}: {msg}" for label, msg in failures), file=sys.stderr)
         return 1
     return 0
+
+
+def _print_dry_run(profile: "Profile", jobs: Sequence["Job"], settings: Sequence["Setting"], budget: str) -> None:
+    """The expanded grid, a row per job with its defense's settings other than the Config defaults
+    (and, with --set, the settings that change the job)."""
+    from tabulate import tabulate
+
+    from suite.run.overrides import non_default_settings
+
+    modified = f" modified by {' '.join(s.option for s in settings)}" if settings else ""
+    print(f"profile {profile.name} v{profile.version}{modified}: {len(jobs)} job(s); {budget}")
+    rows = []
+    for j in jobs:
+        row = [j.defense, j.dataset, j.backbone, j.seed, j.train.epochs, j.train.batch_size, j.train.lr,
+               non_default_settings(j.defense, j.defense_config)]
+        if settings:
+            row.append(" ".join(o.split("=", 1)[0] for o in j.profile_overrides) or "-")
+        rows.append(row)
+    headers = ["defense", "dataset", "backbone", "seed", "epochs", "batch", "lr", "defense config (non-default)"]
+    print(tabulate(rows, headers=headers + (["changed by --set"] if settings else [])))
 
 
 def _run_grid(jobs: Sequence["Job"], tracker: "Tracker", options: JobOptions, parallel: int,
@@ -235,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--dataset", action="append", help="dataset (repeatable)")
     p_run.add_argument("--backbone", action="append", help="backbone (repeatable)")
     p_run.add_argument("--seed", action="append", type=SEED, help="seed (repeatable; default: the profile's)")
+    p_run.add_argument("--set", action="append", type=_setting, metavar="KEY=VALUE",
+                       help="change a setting of the profile (repeatable; the last one wins): a dotted path as the "
+                            "YAML spells it, e.g. defenses.adv-aug.rounds=2, backbones.cnn.epochs=1, seeds=[0, 1]; "
+                            "the value is YAML. The jobs it changes get their own config hash and record it "
+                            "(profile_overrides)")
     p_run.add_argument("--all", action="store_true", help="run the profile's whole grid")
     p_run.add_argument("--dry-run", action="store_true", help="print the expanded job grid and exit")
     attack = p_run.add_mutually_exclusive_group()

@@ -275,6 +275,19 @@ def test_select_runs_keeps_latest_per_seed_and_drops_other_configs() -> None:
     assert "configuration differs" in reasons["older"] and "train.epochs" in reasons["older"]
 
 
+def test_runs_of_a_profile_changed_with_set_stay_out_of_the_profiles_entry() -> None:
+    first = fixture_runs()[0]
+    job = json.loads(json.dumps(first.job))
+    job["config"]["profile_overrides"] = ["backbones.cnn.epochs=1"]
+    job["config"]["train"]["epochs"] = 1
+    changed = _run(first, run_id="changed", start_time=first.start_time + 10, job=job)
+    kept, excluded = select_runs([first, changed])  # the later run is the changed one
+    assert [r.run_id for r in kept] == [first.run_id]
+    assert excluded[0]["run_id"] == "changed" and "--set backbones.cnn.epochs=1" in excluded[0]["reason"]
+    alone, none_excluded = select_runs([changed])  # only changed runs: the entry is theirs
+    assert [r.run_id for r in alone] == ["changed"] and none_excluded == []
+
+
 def test_entry_ids_are_stable_and_file_safe() -> None:
     assert entry_id("finetune", "sst2_sentence", "cnn", "cpu") == "cpu__sst2_sentence__cnn__finetune"
     assert slug(XSS) == slug(XSS) and re.fullmatch(r"[A-Za-z0-9._+-]+", slug(XSS))

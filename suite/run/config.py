@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
@@ -22,6 +22,7 @@ from suite.data.splits import SplitOptions
 from suite.core.errors import SuiteError
 from suite.core.registry import Registry
 from suite.core.typed import at_least, from_mapping, merge_settings, read_named_yaml, require
+from suite.run.overrides import Setting, apply_settings, as_setting, read_extended
 
 PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 
@@ -170,17 +171,36 @@ def _listed(raw: dict[str, Any], key: str, where: str, what: str) -> list[Any]:
     return value
 
 
-def load_profile(name_or_path: str) -> Profile:
+def load_profile(name_or_path: str, settings: Sequence[Setting | str] = ()) -> Profile:
     """Read and validate a profile: every key, type, range and name, before any job runs.
 
     Each cell's settings are built as ``suite.run.runner.expand_jobs`` builds them (split
     options per dataset, training settings per backbone, each defense's Config, the overrides),
     so ``suite run --dry-run`` catches every bad value in one line naming the file and the key.
+
+    A profile that ``extends:`` another is merged with it first, and ``settings`` (``--set
+    KEY=VALUE``, :mod:`suite.run.overrides`) are applied to the raw mapping before it is validated:
+    an error a setting causes names that ``--set`` as the place, one the file has names the file.
     """
-    raw, path = read_named_yaml(name_or_path, PROFILES)
-    where = str(path)
+    raw, path, parents = read_extended(name_or_path, PROFILES)
+    where = str(path) + (f" (extends {', '.join(parents)})" if parents else "")
     if not isinstance(raw, dict):
         raise SuiteError(f"{where}: a profile must be a YAML mapping")
+    chosen = [as_setting(s) for s in settings]
+    if not chosen:
+        return _validated(raw, where)
+    try:
+        return _validated(apply_settings(raw, chosen), where)
+    except SuiteError as exc:
+        error = exc
+    _validated(raw, where)  # the profile's own error first: it names the file
+    for k in range(1, len(chosen) + 1):  # else the first --set that makes it fail
+        _validated(apply_settings(raw, chosen[:k]), chosen[k - 1].option)
+    raise error
+
+
+def _validated(raw: dict[str, Any], where: str) -> Profile:
+    """The profile of the raw mapping ``raw`` (``where``: the place errors name), validated."""
     raw = dict(raw)
     raw["protocol"] = from_mapping(ProtocolConfig, raw.get("protocol"), f"{where}: protocol")
     raw["interpretation"] = from_mapping(InterpretationConfig, raw.get("interpretation"), f"{where}: interpretation")
@@ -300,6 +320,8 @@ class Job:
     attacks: tuple[str, ...] = ()
     defense_version: int = 1  # the defense class's ``version`` (see defense_provenance)
     defense_package: str | None = None  # a plugin defense's "<distribution>==<version>"; None: built in
+    # the --set KEY=VALUE settings that change this job (suite.run.overrides.attribute_settings)
+    profile_overrides: tuple[str, ...] = ()
     # attack-stage settings, not part of the resolved config (the trained model is the same)
     interpretation: InterpretationConfig = field(default_factory=InterpretationConfig)
 
@@ -320,6 +342,8 @@ class Job:
         }
         if self.defense_package:
             out["defense_package"] = self.defense_package
+        if self.profile_overrides:  # the profile, changed on the command line: its own hash and record
+            out["profile_overrides"] = list(self.profile_overrides)
         return out
 
     @property
