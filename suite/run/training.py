@@ -13,9 +13,9 @@
 4. the epochs. When ``context.train`` has a different size at an epoch start than the schedule
    assumed (``on_epoch_start`` / ``on_epoch_end`` grew or shrank it), the rest of the schedule is
    re-sized to the steps actually left, assuming the remaining epochs keep the new size: from the
-   current LR the linear decay then reaches 0 exactly after the phase's last step, never before;
+   current LR the linear decay then reaches 0 exactly after the phase's last step, never before.
    A phase whose ``skip(context)`` is true at its start is left out (no data, hooks or epochs);
-   ``own_shuffle`` phases shuffle with their own seeded generator, the others share one.
+   ``own_shuffle`` phases shuffle with their own seeded generator, the others share one;
 5. best-validation selection (``select: best_validation``) is per phase: a phase ends on its
    best-validation weights, which the next phase starts from (or attacks, through its data);
    ``TrainResult.best_epoch`` is the final phase's best epoch, counted over all phases. A defense
