@@ -56,8 +56,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -68,6 +66,7 @@ import torch.nn.functional as F
 
 from defenses.perturbation import PerturbationConfig, normalize_gradient, project, random_init, token_mask
 from suite.core.errors import SuiteError
+from suite.core.files import write_text_atomically
 from suite.data.examples import Example
 from suite.models.base import TextClassifier
 from suite.models.batching import make_batch
@@ -299,14 +298,7 @@ def store_document(root: Path, key: str, doc: Mapping[str, Any]) -> Path:
     path = cache_file(root, key)
     text = json.dumps(doc, separators=(",", ":"), allow_nan=False)
     with FileLock(str(path) + ".lock"):
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=root)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomically(path, text)
     return path
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import statistics
 from pathlib import Path
@@ -21,6 +20,7 @@ from leaderboard.compare import Cell, PublishedLike, compare_cell, stock_counter
 from leaderboard.tolerance import NO_PUBLISHED, STATUSES, Policy
 from suite.core import records
 from suite.core.errors import SuiteError
+from suite.core.files import write_text_atomically
 from suite.core.records import RunRecord  # re-exported: the leaderboard's view of one run
 
 SCHEMA = "suite-leaderboard-entry/1"
@@ -308,22 +308,13 @@ def write_entries(entries: Sequence[Mapping[str, Any]], out: Path) -> list[Path]
         out.mkdir(parents=True, exist_ok=True)
         for entry, name in zip(entries, ids):
             path = out / f"{name}.json"
-            _write_atomically(path, dumps(entry))
+            write_text_atomically(path, dumps(entry))
             written.append(path)
     except OSError as exc:  # a full disk: the entries already there stay whole (each file is replaced at once)
         raise SuiteError(f"cannot write the leaderboard entries in {out} ({exc.strerror or exc}); "
                          f"{len(written)} of {len(entries)} written, the others unchanged; free disk space or "
                          "choose another --out and re-run 'suite leaderboard collect'") from None
     return written
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def prune_entries(out: Path, keep: Sequence[Path]) -> list[Path]:
