@@ -11,9 +11,9 @@ def write_text_atomically(path: Path, text: str) -> None:
     ``path``; the temporary file is removed if anything fails."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        Path(tmp).write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
